@@ -1,0 +1,28 @@
+# Set-up is implicit: every target that runs code first makes .venv from the lock file.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYNTH ?= data/synthetic-demo
+
+.PHONY: demo test lint bench lock
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/wsol data synth --out $(SYNTH) --preset demo
+	$(VENV)/bin/wsol data check --metadata-root $(SYNTH)/metadata --data-root $(SYNTH)
+	$(PY) benchmarks/synthetic_baselines.py --data-root $(SYNTH) --json benchmarks/results/synthetic_baselines.json
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions of everything pip install -e .[dev] resolves (Python 3.11, Linux x86_64).' > requirements/constraints.txt

@@ -1,0 +1,136 @@
+"""`wsol score` on maps saved the way other WSOL code bases save them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from wsol.cli import main
+from wsol.data.images import load_gt_mask
+from wsol.data.metadata import load_split, resized_boxes
+from wsol.scoring import reference
+
+
+def save_maps(root: Path, split, maps: dict[str, np.ndarray], basename: bool = False) -> None:
+    for image_id, scoremap in maps.items():
+        path = root / (PurePosixPath(image_id).name if basename else image_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(str(path) + ".npy", scoremap)
+
+
+def test_score_matches_reference_boxes_and_masks(tiny_synth, tmp_path, capsys):
+    split = load_split(tiny_synth / "metadata", "val")
+    rng = np.random.default_rng(0)
+    maps = {i: rng.random((28, 28)).astype(np.float32) ** 3 for i in split.image_ids}
+    save_maps(tmp_path / "maps", split, maps)
+    out = tmp_path / "scores.json"
+    assert (
+        main(
+            [
+                "score",
+                "--scoremaps",
+                str(tmp_path / "maps"),
+                "--metadata-root",
+                str(tiny_synth / "metadata"),
+                "--split",
+                "val",
+                "--data-root",
+                str(tiny_synth),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    got = json.loads(out.read_text())
+    boxes = [resized_boxes(split.boxes[i], split.sizes[i], (28, 28)) for i in split.image_ids]
+    v2 = reference.max_box_acc(list(maps.values()), boxes, 0.01, True)
+    v1 = reference.max_box_acc(list(maps.values()), boxes, 0.01, False)
+    assert got["MaxBoxAcc"] == v1[50]
+    assert [got["BoxAccV2@30"], got["BoxAccV2@50"], got["BoxAccV2@70"]] == [v2[30], v2[50], v2[70]]
+    assert got["MaxBoxAccV2"] == np.mean([v2[30], v2[50], v2[70]])
+    masks = [load_gt_mask(tiny_synth, split.masks[i], (28, 28)) for i in split.image_ids]
+    assert got["PxAP"] == reference.pxap(list(maps.values()), masks, 0.01)
+    assert 0.0 <= got["BoxAccV2@50_threshold"] < 1.0
+    assert "MaxBoxAccV2" in capsys.readouterr().out
+
+
+def test_score_reads_reference_style_basenames(tiny_synth, tmp_path):
+    split = load_split(tiny_synth / "metadata", "test")
+    maps = {i: np.full((16, 16), 0.5, np.float32) for i in split.image_ids}
+    save_maps(tmp_path / "maps", split, maps, basename=True)
+    # synthetic basenames (00000.png ...) are unique per split, so they are accepted
+    code = main(
+        [
+            "score",
+            "--scoremaps",
+            str(tmp_path / "maps"),
+            "--metadata-root",
+            str(tiny_synth / "metadata"),
+            "--split",
+            "test",
+            "--data-root",
+            str(tiny_synth),
+            "--curve-interval",
+            "0.001",
+            "--json",
+            str(tmp_path / "s.json"),
+        ]
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "s.json").read_text())["curve_interval"] == 0.001
+
+
+def test_missing_or_invalid_map_is_a_clear_error(tiny_synth, tmp_path, capsys):
+    split = load_split(tiny_synth / "metadata", "val")
+    maps = {i: np.zeros((8, 8), np.float32) for i in split.image_ids[1:]}
+    save_maps(tmp_path / "maps", split, maps)
+    args = [
+        "score",
+        "--scoremaps",
+        str(tmp_path / "maps"),
+        "--metadata-root",
+        str(tiny_synth / "metadata"),
+        "--split",
+        "val",
+        "--data-root",
+        str(tiny_synth),
+    ]
+    assert main(args) == 2
+    assert f"no score map for {split.image_ids[0]!r}" in capsys.readouterr().err
+    save_maps(tmp_path / "maps", split, {split.image_ids[0]: np.full((8, 8), 2.0, np.float32)})
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert split.image_ids[0] in err and "[0, 1]" in err
+
+
+def test_score_real_cub_metadata_sizes_without_images(real_metadata, tmp_path):
+    """CUB's image_sizes.txt gives the sizes, so no image is needed to score boxes."""
+    split = load_split(real_metadata / "CUB", "val")
+    some = split.image_ids
+    maps = {i: np.zeros((224, 224), np.float32) for i in some}
+    for i in some:
+        box = split.boxes[i][0].resized(split.sizes[i], (224, 224))
+        maps[i][box.y0 : box.y1 + 1, box.x0 : box.x1 + 1] = 1.0
+    save_maps(tmp_path / "maps", split, maps)
+    out = tmp_path / "cub.json"
+    assert (
+        main(
+            [
+                "score",
+                "--scoremaps",
+                str(tmp_path / "maps"),
+                "--metadata-root",
+                str(real_metadata / "CUB"),
+                "--split",
+                "val",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    got = json.loads(out.read_text())
+    assert got["BoxAccV2@30"] == 100.0 and got["images"] == 1000

@@ -1,0 +1,1 @@
+"""Scoring: CAM normalisations and the protocol's metrics (MaxBoxAcc, MaxBoxAccV2, PxAP)."""
