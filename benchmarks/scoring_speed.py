@@ -7,10 +7,14 @@ Run: .venv/bin/python benchmarks/scoring_speed.py --json benchmarks/results/scor
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cam_like_maps, write_result
 from wsol.scoring import reference

@@ -1,0 +1,19 @@
+"""Run every benchmark and write its JSON under benchmarks/results/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+JOBS = {
+    "synth_speed": [],
+    "scoring_speed": [],
+}
+
+if __name__ == "__main__":
+    for name, extra in JOBS.items():
+        out = HERE / "results" / f"{name}.json"
+        subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--json", str(out), *extra],
+                       check=True)
