@@ -7,13 +7,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-JOBS = {
-    "synth_speed": [],
-    "scoring_speed": [],
-}
+BENCHMARKS = ("synth_speed", "scoring_speed")
 
 if __name__ == "__main__":
-    for name, extra in JOBS.items():
+    for name in BENCHMARKS:
         out = HERE / "results" / f"{name}.json"
-        subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--json", str(out), *extra],
-                       check=True)
+        subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--json", str(out)], check=True)

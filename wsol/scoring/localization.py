@@ -31,8 +31,8 @@ class LocalizationAccuracy:
             ranked_classes: Sequence[int]) -> None:
         """`ranked_classes`: the classifier's classes, most likely first (at least five)."""
         check_scoremap(scoremap)
-        located = best_iou_curve(scoremap, gt_boxes, self.threshold, self.multi_contour)[0]
-        located = located >= self.iou
+        iou = best_iou_curve(scoremap, gt_boxes, self.threshold, self.multi_contour)[0]
+        located = bool(iou >= self.iou)
         self.images += 1
         self.counts["gt_known_loc"] += int(located)
         self.counts["top1_loc"] += int(located and ranked_classes[0] == label)
