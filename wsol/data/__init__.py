@@ -1,0 +1,1 @@
+"""Data layer: the WSOL metadata format, split-aware datasets and the synthetic benchmark."""

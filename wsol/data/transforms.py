@@ -1,0 +1,32 @@
+"""Image transforms of the reference protocol, with sizes configurable for small CPU runs."""
+
+from __future__ import annotations
+
+from torchvision import transforms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def train_transform(resize: int = 256, crop: int = 224) -> transforms.Compose:
+    """Resize to `resize` x `resize`, random crop `crop`, horizontal flip (reference training)."""
+    return transforms.Compose(
+        [
+            transforms.Resize((resize, resize)),
+            transforms.RandomCrop(crop),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def eval_transform(size: int = 224) -> transforms.Compose:
+    """Resize to `size` x `size`, no crop, so score maps align with rescaled boxes."""
+    return transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
