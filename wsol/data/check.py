@@ -37,7 +37,8 @@ def _check_files(split: SplitMetadata, data_root: Path, report: SplitReport) -> 
         stated = split.sizes.get(image_id)
         if stated and stated != size:
             report.problems.append(
-                f"{split.folder / 'image_sizes.txt'}: {image_id}: size {stated} but the image is {size}"
+                f"{split.folder / 'image_sizes.txt'}: {image_id}: "
+                f"size {stated} but the image is {size}"
             )
         for box in split.boxes.get(image_id, ()):
             if box.x1 > size[0] or box.y1 > size[1]:
@@ -51,10 +52,14 @@ def _check_files(split: SplitMetadata, data_root: Path, report: SplitReport) -> 
                 continue
             path = resolve(data_root, relative)
             if cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) is None:
-                report.problems.append(f"{split.folder}: {image_id}: mask {path} is missing or unreadable")
+                report.problems.append(
+                    f"{split.folder}: {image_id}: mask {path} is missing or unreadable"
+                )
 
 
-def check_dataset(metadata_root: str | Path, data_root: str | Path | None = None) -> list[SplitReport]:
+def check_dataset(
+    metadata_root: str | Path, data_root: str | Path | None = None
+) -> list[SplitReport]:
     """One report per split folder present under `metadata_root`."""
     reports = []
     root = Path(metadata_root)

@@ -37,7 +37,9 @@ def _read_gray(path: Path) -> np.ndarray:
     return mask
 
 
-def load_gt_mask(mask_root: str | Path, annotation: MaskAnnotation, size: tuple[int, int]) -> np.ndarray:
+def load_gt_mask(
+    mask_root: str | Path, annotation: MaskAnnotation, size: tuple[int, int]
+) -> np.ndarray:
     """Ground truth at `size` (width, height): 1 foreground, 255 ignored, 0 background.
 
     Nearest-neighbour resizing with OpenCV and the ``> 0.5`` test match the reference, so

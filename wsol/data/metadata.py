@@ -58,7 +58,10 @@ class Box:
         """Rescale as the reference does: ``int(x * W_target / W_image)`` (truncation)."""
         (w, h), (tw, th) = image_size, target
         return Box(
-            int(self.x0 * tw / w), int(self.y0 * th / h), int(self.x1 * tw / w), int(self.y1 * th / h)
+            int(self.x0 * tw / w),
+            int(self.y0 * th / h),
+            int(self.x1 * tw / w),
+            int(self.y1 * th / h),
         )
 
 
@@ -175,7 +178,8 @@ def _read_labels(folder: Path, ids: dict[str, int], out: _Collector) -> dict[str
         if label is None or label < 0:
             out.add(name, number, f"label {raw!r} is not a non-negative integer")
         elif image_id in seen:
-            out.add(name, number, f"duplicate label for {image_id!r} (first on line {seen[image_id]})")
+            first = seen[image_id]
+            out.add(name, number, f"duplicate label for {image_id!r} (first on line {first})")
         elif image_id not in ids:
             out.add(name, number, f"image id {image_id!r} is not in image_ids.txt")
         else:
@@ -204,7 +208,8 @@ def _read_sizes(folder: Path, ids: dict[str, int], out: _Collector) -> dict[str,
         if w is None or h is None or w <= 0 or h <= 0:
             out.add(name, number, f"size {raw_w!r} x {raw_h!r} is not two positive integers")
         elif image_id in seen:
-            out.add(name, number, f"duplicate size for {image_id!r} (first on line {seen[image_id]})")
+            first = seen[image_id]
+            out.add(name, number, f"duplicate size for {image_id!r} (first on line {first})")
         elif image_id not in ids:
             out.add(name, number, f"image id {image_id!r} is not in image_ids.txt")
         else:

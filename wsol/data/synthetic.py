@@ -82,7 +82,8 @@ def _background(rng: np.random.Generator, h: int, w: int, style: dict[str, float
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     angle = np.deg2rad(style["bg_angle"] + rng.normal(0, 5))
     phase = rng.uniform(0, 2 * np.pi)
-    wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / style["bg_period"] + phase)
+    along = xx * np.cos(angle) + yy * np.sin(angle)
+    wave = np.sin(along * 2 * np.pi / style["bg_period"] + phase)
     base = _hue_rgb(style["bg_hue"], 0.55, 0.75)
     return base[None, None, :] * (0.8 + 0.2 * wave[..., None])
 
