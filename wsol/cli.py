@@ -68,6 +68,26 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from wsol.config import load_config
+    from wsol.train import run_trial
+
+    overrides = {
+        "method": args.method, "backbone": args.backbone, "data_root": args.data_root,
+        "metadata_root": args.metadata_root, "epochs": args.epochs, "seed": args.seed,
+        "device": args.device,
+    }
+    config = load_config(args.config, overrides)
+    summary = run_trial(config, args.out)
+    metrics = summary["metrics"]
+    print(f"selected epoch {summary['selected_epoch'] + 1} on {summary['selected_on']}: "
+          f"{metrics['selection_metric']} {metrics['score']:.2f} "
+          f"({metrics['normalisation']}, threshold {metrics['threshold']:.3f})")
+    print(f"best checkpoint: {Path(args.out) / 'best.pt'}   metrics: "
+          f"{Path(args.out) / 'metrics.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsol", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--curve-interval", type=float, default=0.01)
     score.add_argument("--json", help="write the metrics as JSON here")
     score.set_defaults(run=_score)
+
+    train = commands.add_parser("train", help="train one configuration (one search trial)")
+    train.add_argument("--config", help="trial config YAML (flags below override it)")
+    train.add_argument("--out", required=True, help="output directory (resumes if it has last.pt)")
+    train.add_argument("--method")
+    train.add_argument("--backbone")
+    train.add_argument("--data-root")
+    train.add_argument("--metadata-root")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""Score maps of a model on an evaluation split, with the project's evaluator.
+
+The trial runner uses it on train-fullsup every epoch (selecting the normalisation, its
+percentile and the threshold there); the final evaluation uses `score_split` on test with
+those choices fixed, streaming batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from wsol.config import TrialConfig
+from wsol.data.datasets import EvalDataset
+from wsol.methods.base import Method
+from wsol.scoring.boxes import BoxAccumulator, BoxCurves
+from wsol.scoring.localization import LocalizationAccuracy
+from wsol.scoring.pxap import PrecisionRecall, PxAPAccumulator
+from wsol.scoring.report import box_metrics, mask_metrics
+from wsol.scoring.selection import Normalisation, NormalisationSearch
+
+
+@dataclass
+class RawBatch:
+    maps: torch.Tensor  # raw score maps (B, h, w), on the CPU
+    logits: torch.Tensor | None
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+
+@dataclass
+class SplitScore:
+    metrics: dict[str, float]
+    normalisation: Normalisation
+    threshold: float
+    box_curves: BoxCurves | None = None
+    precision_recall: PrecisionRecall | None = None
+    candidates: dict[str, float] = field(default_factory=dict)
+
+
+class Targets:
+    """Ground truth of an evaluation split at the map size, optionally cached across epochs."""
+
+    def __init__(self, dataset: EvalDataset, size: int, cache: bool):
+        self.dataset = dataset
+        self.size = (size, size)
+        self.has_boxes = bool(dataset.split.boxes)
+        self.has_masks = bool(dataset.split.masks)
+        self.cache = cache
+        self._boxes: dict[int, np.ndarray] = {}
+        self._masks: dict[int, np.ndarray] = {}
+
+    def boxes(self, index: int) -> np.ndarray:
+        if index in self._boxes:
+            return self._boxes[index]
+        value = self.dataset.gt_boxes(index, self.size)
+        if self.cache:
+            self._boxes[index] = value
+        return value
+
+    def mask(self, index: int) -> np.ndarray:
+        if index in self._masks:
+            return self._masks[index]
+        value = self.dataset.gt_mask(index, self.size)
+        if self.cache:
+            self._masks[index] = value
+        return value
+
+    def selection_metric(self, requested: str) -> str:
+        metric = requested
+        if requested == "auto":
+            metric = "MaxBoxAccV2" if self.has_boxes else "PxAP"
+        if (metric == "MaxBoxAccV2" and not self.has_boxes) or (
+            metric == "PxAP" and not self.has_masks
+        ):
+            raise ValueError(f"split {self.dataset.split.name} has no ground truth for {metric}")
+        return metric
+
+
+def candidates(config: TrialConfig) -> list[Normalisation]:
+    out = []
+    for method in config.normalisations:
+        if method == "pas":
+            out.append(Normalisation("pas", config.pas_percentile))
+        elif method == "ivr":
+            out.extend(Normalisation("ivr", float(p)) for p in config.ivr_percentiles)
+        else:
+            out.append(Normalisation(method))
+    return out
+
+
+def infer(method: Method, loader: DataLoader, device: torch.device) -> Iterator[RawBatch]:
+    method.model.eval()
+    with torch.no_grad():
+        for images, labels, indices in loader:
+            maps, logits = method.scoremaps(images.to(device), labels.to(device))
+            yield RawBatch(maps.float().cpu(), None if logits is None else logits.float().cpu(),
+                           labels, indices)
+
+
+def select_normalisation(batches: list[RawBatch], targets: Targets, metric: str,
+                         config: TrialConfig) -> tuple[Normalisation, dict[str, float]]:
+    search = NormalisationSearch(candidates(config), metric, config.curve_interval)
+    for batch in batches:
+        indices = batch.indices.tolist()
+        if metric == "PxAP":
+            truth = [targets.mask(i) for i in indices]
+        else:
+            truth = [targets.boxes(i) for i in indices]
+        search.add(batch.maps, truth, targets.size)
+    chosen, _ = search.best()
+    return chosen, {c.label: s for c, s in search.scores().items()}
+
+
+def score_split(batches: Iterable[RawBatch], targets: Targets, normalisation: Normalisation,
+                interval: float, threshold: float | None = None) -> SplitScore:
+    """All metrics of one normalisation. With `threshold` None (train-fullsup) the threshold is
+    selected here (MaxBoxAcc's, or PxAP's best-F1 on mask-only data) and `batches` must be
+    re-iterable; on test pass the selected one and the batches stream once."""
+    v1 = BoxAccumulator(interval, multi_contour=False) if targets.has_boxes else None
+    v2 = BoxAccumulator(interval) if targets.has_boxes else None
+    pxap = PxAPAccumulator(interval) if targets.has_masks else None
+    loc = LocalizationAccuracy(threshold) if threshold is not None and v1 else None
+    seen: list[RawBatch] = []
+    for batch in batches:
+        maps = normalisation.apply(batch.maps, targets.size).numpy()
+        indices = batch.indices.tolist()
+        if v1 is not None and v2 is not None:
+            boxes = [targets.boxes(i) for i in indices]
+            v1.add_many(zip(maps, boxes, strict=True))
+            v2.add_many(zip(maps, boxes, strict=True))
+            if loc is not None:
+                _localize(loc, maps, boxes, batch)
+        if pxap is not None:
+            pxap.add(maps, np.stack([targets.mask(i) for i in indices]))
+        if threshold is None:
+            seen.append(batch)
+    metrics: dict[str, float] = {}
+    curves = precision_recall = None
+    if v1 is not None and v2 is not None:
+        curves = v2.result()
+        metrics.update(box_metrics(v1.result(), curves))
+    if pxap is not None:
+        precision_recall = pxap.result()
+        metrics.update(mask_metrics(precision_recall))
+    if threshold is None:
+        threshold = metrics.get("MaxBoxAcc_threshold", metrics.get("PxAP_threshold", 0.5))
+        if v1 is not None:
+            loc = LocalizationAccuracy(threshold)
+            for batch in seen:
+                maps = normalisation.apply(batch.maps, targets.size).numpy()
+                _localize(loc, maps, [targets.boxes(i) for i in batch.indices.tolist()], batch)
+    if loc is not None and loc.images:
+        metrics.update(loc.result())
+    return SplitScore(metrics, normalisation, float(threshold), curves, precision_recall)
+
+
+def _localize(loc: LocalizationAccuracy, maps: np.ndarray, boxes: list[np.ndarray],
+              batch: RawBatch) -> None:
+    if batch.logits is None or batch.logits.shape[1] < 2:
+        return
+    ranked = batch.logits.argsort(dim=1, descending=True)[:, :5].tolist()
+    for scoremap, gt, label, order in zip(maps, boxes, batch.labels.tolist(), ranked, strict=True):
+        loc.add(scoremap, gt, label, order)

@@ -1,0 +1,133 @@
+"""What every WSOL method provides to the trial runner.
+
+A method owns its model and optimisers and does its own update steps (MinMaxCAM takes two
+per batch, the weight map switches networks between phases); the runner owns data, epochs,
+evaluation on train-fullsup, checkpoints and reporting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Sampler
+
+from wsol.config import TrialConfig
+from wsol.models.backbones import build_backbone
+from wsol.models.classifier import CAMClassifier
+from wsol.registry import Registry
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite: the trial stops and reports why."""
+
+
+class Method:
+    name: ClassVar[str]
+    # Method-specific hyperparameters with the authors' defaults; the search spaces use these names.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: TrialConfig, num_classes: int, device: torch.device):
+        unknown = sorted(set(config.params) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} has no hyperparameter {unknown[0]!r}; "
+                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
+            )
+        self.hp: dict[str, Any] = {**self.defaults, **config.params}
+        self.config = config
+        self.num_classes = num_classes
+        self.device = device
+        self.model = self.build_model().to(device)
+        self.optimizers: dict[str, torch.optim.Optimizer] = self.build_optimizers()
+        self._base_lrs = {
+            name: [group["lr"] for group in opt.param_groups]
+            for name, opt in self.optimizers.items()
+        }
+
+    def build_classifier(self) -> CAMClassifier:
+        c = self.config
+        kwargs = {"large_feature_map": True} if c.large_feature_map else {}
+        return CAMClassifier(build_backbone(c.backbone, c.weights, **kwargs), self.num_classes)
+
+    def sgd(self, groups: list[dict] | Sequence[nn.Parameter]) -> torch.optim.SGD:
+        return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum,
+                               weight_decay=self.config.weight_decay)
+
+    def classifier_groups(self, model: CAMClassifier) -> list[dict]:
+        c = self.config
+        return model.parameter_groups(c.lr, c.lr_classifier_ratio, c.weight_decay)
+
+    # Hooks a method overrides -------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        return self.build_classifier()
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"main": self.sgd(self.classifier_groups(self.model))}
+
+    def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]] | None:
+        """None: plain shuffled batches of `batch_size`."""
+        return None
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
+                    epoch: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def scoremaps(self, images: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw score maps (B, h, w) of the true class, and class logits (None if the method
+        has no classifier). Called under torch.no_grad() in eval mode."""
+        logits, features = self.model(images)
+        return self.model.cams(features, labels), logits
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether this epoch's maps are the method's output (not a pre-training phase)."""
+        return True
+
+    def label_free_score(self, maps: torch.Tensor) -> float | None:
+        """A selection score that needs no boxes (the weight map's S); None if the method
+        has none."""
+        return None
+
+    # Shared machinery ----------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Step decay by 10 at each of `lr_milestones` (the reference's MultiStepLR)."""
+        factor = 0.1 ** sum(epoch >= m for m in self.config.lr_milestones)
+        for name, optimizer in self.optimizers.items():
+            for group, base in zip(optimizer.param_groups, self._base_lrs[name], strict=True):
+                group["lr"] = base * factor
+
+    def step(self, optimizer: str, losses: dict[str, torch.Tensor], total: torch.Tensor,
+             epoch: int) -> dict[str, float]:
+        values = {name: float(value.detach()) for name, value in losses.items()}
+        if not math.isfinite(float(total.detach())):
+            raise NonFiniteLossError(f"non-finite loss in epoch {epoch}: {values}")
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], with_optimizers: bool = True) -> None:
+        self.model.load_state_dict(state["model"])
+        if with_optimizers:
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def build_method(config: TrialConfig, num_classes: int, device: torch.device) -> Method:
+    return METHODS.get(config.method)(config, num_classes, device)

@@ -1,0 +1,93 @@
+"""MinMaxCAM: CE on class-set batches, then CRR + FRR on the linear layer through the map H.
+
+Stage II freezes the backbone (eval mode, no parameter gradients) and masks the *input* image
+with H; H is a differentiable function of the classifier weights w, which is the only path by
+which CRR and FRR can reach w. Detaching H would silently turn stage II off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+
+from wsol.data.sampler import ClassSetBatchSampler
+from wsol.methods.base import METHODS, Method
+from wsol.models.classifier import CAMClassifier
+
+
+def common_region_loss(features: torch.Tensor, set_size: int) -> torch.Tensor:
+    """CRR: 1/(S(S-1)) sum_{i != j} ||f_i - f_j||^2 within each set, averaged over sets.
+
+    features: (N * S, K), the S images of each set consecutive.
+    """
+    sets = features.view(-1, set_size, features.shape[-1])
+    squared = (sets[:, :, None, :] - sets[:, None, :, :]).pow(2).sum(-1)
+    return (squared.sum(dim=(1, 2)) / (set_size * (set_size - 1))).mean()
+
+
+def full_region_loss(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """FRR: 1/S sum_i ||f_i - f_o,i||^2 per set, averaged over sets (= mean over images)."""
+    return (masked - full).pow(2).sum(-1).mean()
+
+
+def minmax_per_map(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1)
+    high = flat.max(dim=1).values.view(-1, 1, 1)
+    return (maps - low) / (high - low + eps)
+
+
+def stage_two_loss(model: CAMClassifier, images: torch.Tensor, labels: torch.Tensor,
+                   set_size: int, lambda1: float, lambda2: float) -> dict[str, torch.Tensor]:
+    """Backbone frozen; the returned losses depend on the parameters only through fc.weight."""
+    backbone = model.backbone
+    was_training = backbone.training
+    flags = [p.requires_grad for p in backbone.parameters()]
+    backbone.eval()
+    backbone.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            features = backbone(images)
+        full = features.mean(dim=(2, 3))
+        h = minmax_per_map(model.cams(features, labels))
+        h = F.interpolate(h[:, None], size=images.shape[-2:], mode="bilinear",
+                          align_corners=False)
+        masked = backbone(images * h).mean(dim=(2, 3))
+        crr = common_region_loss(masked, set_size)
+        frr = full_region_loss(masked, full)
+    finally:
+        for parameter, flag in zip(backbone.parameters(), flags, strict=True):
+            parameter.requires_grad_(flag)
+        backbone.train(was_training)
+    return {"crr": crr, "frr": frr, "stage2": lambda1 * crr + lambda2 * frr}
+
+
+@METHODS.register("minmaxcam")
+class MinMaxCAM(Method):
+    name = "minmaxcam"
+    defaults: ClassVar[dict[str, Any]] = {
+        "lambda1": 1.0, "lambda2": 1.0, "set_size": 5, "classes_per_batch": 12,
+    }
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        stage_two = torch.optim.SGD([self.model.fc.weight], lr=c.lr * c.lr_classifier_ratio,
+                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        return {"main": self.sgd(self.classifier_groups(self.model)), "stage2": stage_two}
+
+    def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]]:
+        return ClassSetBatchSampler(labels, int(self.hp["classes_per_batch"]),
+                                    int(self.hp["set_size"]), seed=seed)
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
+                    epoch: int) -> dict[str, float]:
+        logits, _ = self.model(images)
+        ce = F.cross_entropy(logits, labels)
+        values = self.step("main", {"ce": ce}, ce, epoch)
+        losses = stage_two_loss(self.model, images, labels, int(self.hp["set_size"]),
+                                float(self.hp["lambda1"]), float(self.hp["lambda2"]))
+        return {**values, **self.step("stage2", losses, losses["stage2"], epoch)}

@@ -1,0 +1,171 @@
+"""The weight-map method: a classifier f, then a generator g trained against the frozen f.
+
+Method I: min_g CE(softmax f(I), f(I * g(I))) + lambda * |g(I)|_1 (mean over pixels).
+Method II: f is a Siamese embedding trained with a triplet loss; g is trained with the inner
+triplet (anchor, kept part, removed part) and the outer triplet on masked images.
+The score map is M = g(I). The first `classifier_epochs` epochs train f only and produce no
+maps to evaluate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Sampler
+
+from wsol.data.sampler import ClassSetBatchSampler
+from wsol.methods.base import METHODS, Method
+from wsol.models.classifier import CAMClassifier
+from wsol.models.generator import UNetGenerator
+
+
+def label_free_score(maps: np.ndarray) -> float:
+    """The paper's early-stopping score S, averaged over maps (B, H, W).
+
+    Per map: threshold at max/10, take the bounding box of the largest contour, and return
+    the thresholded map's mass inside the box over its total mass.
+    """
+    scores = []
+    for weight_map in maps:
+        thresholded = np.where(weight_map >= weight_map.max() / 10, weight_map, 0.0)
+        total = float(thresholded.sum())
+        if total <= 0:
+            scores.append(0.0)
+            continue
+        binary = (thresholded > 0).astype(np.uint8)
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+        scores.append(float(thresholded[y:y + h, x:x + w].sum()) / total)
+    return float(np.mean(scores))
+
+
+class WeightMapModel(nn.Module):
+    def __init__(self, classifier: CAMClassifier, generator: UNetGenerator,
+                 embedding_dim: int | None):
+        super().__init__()
+        self.f = classifier
+        self.g = generator
+        # Method II: f is the backbone plus a linear embedding (512 -> 200 in the paper).
+        self.embed = (nn.Linear(classifier.backbone.out_channels, embedding_dim)
+                      if embedding_dim else None)
+
+    def embedding(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.f.backbone(images).mean(dim=(2, 3)))
+
+
+def _triplet_indices(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Anchor i, a positive of the same class, a negative of another class, all in the batch."""
+    anchors, positives, negatives = [], [], []
+    for i, label in enumerate(labels.tolist()):
+        same = (labels == label).nonzero().flatten().tolist()
+        other = (labels != label).nonzero().flatten().tolist()
+        same.remove(i)
+        if same and other:
+            anchors.append(i)
+            positives.append(same[i % len(same)])
+            negatives.append(other[i % len(other)])
+    if not anchors:
+        raise ValueError("a triplet batch needs two images of one class and one of another")
+    return tuple(torch.tensor(v, device=labels.device) for v in (anchors, positives, negatives))
+
+
+@METHODS.register("weightmap")
+class WeightMap(Method):
+    name = "weightmap"
+    defaults: ClassVar[dict[str, Any]] = {
+        "lambda": 1.0, "classifier_epochs": 5, "generator_encoder": "resnet18",
+        "generator_lr": 1e-4, "variant": "I", "margin": 1.0, "embedding_dim": 200,
+        "set_size": 2, "classes_per_batch": 8,
+    }
+
+    def build_model(self) -> nn.Module:
+        if self.hp["variant"] not in ("I", "II"):
+            raise ValueError(f"weightmap variant must be 'I' or 'II', got {self.hp['variant']!r}")
+        if not 1 <= int(self.hp["classifier_epochs"]) < self.config.epochs:
+            raise ValueError("weightmap needs 1 <= classifier_epochs < epochs "
+                             f"({self.hp['classifier_epochs']} and {self.config.epochs})")
+        encoder = str(self.hp["generator_encoder"])
+        generator = UNetGenerator(encoder, None if encoder == "tiny" else self.config.weights)
+        embedding = int(self.hp["embedding_dim"]) if self.hp["variant"] == "II" else None
+        return WeightMapModel(self.build_classifier(), generator, embedding)
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        groups = self.classifier_groups(self.model.f)
+        if self.model.embed is not None:
+            groups[1]["params"].extend(self.model.embed.parameters())
+        c = self.config
+        generator = torch.optim.SGD(self.model.g.parameters(), lr=float(self.hp["generator_lr"]),
+                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        return {"f": self.sgd(groups), "g": generator}
+
+    def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]] | None:
+        if self.hp["variant"] == "I":
+            return None
+        return ClassSetBatchSampler(labels, int(self.hp["classes_per_batch"]),
+                                    int(self.hp["set_size"]), seed=seed)
+
+    def evaluates(self, epoch: int) -> bool:
+        return epoch >= int(self.hp["classifier_epochs"])
+
+    def _freeze_f(self, frozen: bool) -> None:
+        for module in (self.model.f, self.model.embed):
+            if module is not None:
+                module.requires_grad_(not frozen)
+                module.train(not frozen)
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
+                    epoch: int) -> dict[str, float]:
+        training_f = epoch < int(self.hp["classifier_epochs"])
+        self._freeze_f(not training_f)
+        if self.hp["variant"] == "I":
+            losses = self._classifier_losses(images, labels) if training_f else \
+                self._generator_losses(images)
+        else:
+            losses = self._siamese_losses(images, labels, training_f)
+        total = sum(losses.values())
+        values = self.step("f" if training_f else "g", losses, total, epoch)
+        return values
+
+    def _classifier_losses(self, images: torch.Tensor,
+                           labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits, _ = self.model.f(images)
+        return {"ce": F.cross_entropy(logits, labels)}
+
+    def _generator_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            target = F.softmax(self.model.f(images)[0], dim=1)
+        weight_map = self.model.g(images)
+        logits, _ = self.model.f(images * weight_map[:, None])
+        return {"ce": F.cross_entropy(logits, target),
+                "l1": float(self.hp["lambda"]) * weight_map.abs().mean()}
+
+    def _siamese_losses(self, images: torch.Tensor, labels: torch.Tensor,
+                        training_f: bool) -> dict[str, torch.Tensor]:
+        anchor, positive, negative = _triplet_indices(labels)
+        triplet = nn.TripletMarginLoss(margin=float(self.hp["margin"]))
+        embed = self.model.embedding
+        if training_f:
+            e = embed(images)
+            return {"triplet": triplet(e[anchor], e[positive], e[negative])}
+        weight_map = self.model.g(images)[:, None]
+        kept, removed = images * weight_map, images * (1 - weight_map)
+        e_images, e_kept, e_removed = embed(images), embed(kept), embed(removed)
+        return {
+            "inner": triplet(e_images[anchor], e_kept[anchor], e_removed[anchor]),
+            "outer": triplet(e_kept[anchor], e_kept[positive], e_kept[negative]),
+            "l1": float(self.hp["lambda"]) * weight_map[anchor].abs().mean(),
+        }
+
+    def scoremaps(self, images: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.model.f(images)[0] if self.hp["variant"] == "I" else None
+        return self.model.g(images), logits
+
+    def label_free_score(self, maps: torch.Tensor) -> float | None:
+        return label_free_score(maps.float().cpu().numpy())

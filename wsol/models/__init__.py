@@ -1,0 +1,1 @@
+"""Backbones, the CAM classifier and the weight-map generator."""

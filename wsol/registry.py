@@ -1,0 +1,31 @@
+"""Name -> factory registries, so configs and search spaces can name models and methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorate(item: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._items[name] = item
+            return item
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
