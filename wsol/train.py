@@ -5,6 +5,7 @@ never opened here. Output directory:
   best.pt       weights of the selected epoch + config + its train-fullsup metrics and choices
   last.pt       full state after the last finished epoch (resume point)
   metrics.json  the selected epoch's numbers and the per-epoch history
+  curves.json / curves.png / overlays.png  threshold curves and overlays of the selected epoch
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.artifacts import plot_curves, plot_overlays, write_curves
 from wsol.config import TrialConfig
 from wsol.data.datasets import EvalDataset, TrainDataset
+from wsol.data.images import load_rgb, resolve
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform, train_transform
-from wsol.evaluation import RawBatch, Targets, infer, score_split, select_normalisation
+from wsol.evaluation import (
+    RawBatch,
+    SplitScore,
+    Targets,
+    infer,
+    score_split,
+    select_normalisation,
+)
 from wsol.methods.base import Method, build_method
 
 SELECTION_SPLIT = "train-fullsup"
@@ -115,7 +125,7 @@ class Trial:
         losses["epoch_seconds"] = time.perf_counter() - started
         return losses
 
-    def _evaluate(self) -> dict[str, Any]:
+    def _evaluate(self) -> tuple[dict[str, Any], SplitScore, list[RawBatch]]:
         c = self.config
         loader = DataLoader(self.val_data, batch_size=c.batch_size, num_workers=c.num_workers)
         batches: list[RawBatch] = list(infer(self.method, loader, self.device))
@@ -133,7 +143,7 @@ class Trial:
         label_free = self.method.label_free_score(torch.cat([b.maps for b in batches]))
         if label_free is not None:
             metrics["label_free_score"] = label_free
-        return metrics
+        return metrics, scored, batches
 
     def _selection_value(self, metrics: dict[str, Any]) -> float:
         if self.config.selection == "label_free":
@@ -162,13 +172,14 @@ class Trial:
             )
             is_best = False
             if evaluate:
-                metrics = self._evaluate()
+                metrics, scored, batches = self._evaluate()
                 record.update(metrics)
                 value = self._selection_value(metrics)
                 is_best = best is None or value > best["value"]
                 if is_best:
                     best = {"value": value, "epoch": epoch, "metrics": metrics}
                     self._save_best(epoch, metrics)
+                    self._save_pictures(scored, batches[0])
             history.append(record)
             self._save_last(epoch, best, history)
             self._write_metrics(best, history)
@@ -185,6 +196,21 @@ class Trial:
                  "num_classes": self.method.num_classes,
                  "model": self.method.model.state_dict()}
         _atomic_save(state, self.out / "best.pt")
+
+    def _save_pictures(self, scored: SplitScore, batch: RawBatch) -> None:
+        """Threshold curves and overlays of the first train-fullsup images at the choices."""
+        write_curves(scored, self.out / "curves.json")
+        plot_curves(scored, self.out / "curves.png")
+        count = min(8, len(batch.indices))
+        indices = batch.indices[:count].tolist()
+        size = (self.config.eval_size, self.config.eval_size)
+        images = [np.asarray(load_rgb(resolve(self.val_data.data_root,
+                                              self.val_data.split.image_ids[i])).resize(size))
+                  for i in indices]
+        maps = scored.normalisation.apply(batch.maps[:count], size).numpy()
+        boxes = [self.targets.boxes(i) if self.targets.has_boxes else np.zeros((0, 4))
+                 for i in indices]
+        plot_overlays(images, maps, boxes, scored.threshold, self.out / "overlays.png")
 
     def _save_last(self, epoch: int, best: dict | None, history: list) -> None:
         state = {"config": self.config.to_dict(), "epoch": epoch, "best": best,

@@ -1,0 +1,14 @@
+"""Entry point of a search: `python search.py` locally, `ray submit cluster/gpu.yaml search.py`.
+
+With no arguments it runs the demo (experiments/synthetic-demo.yaml): the synthetic benchmark,
+local Ray, MLflow at sqlite:///mlruns/mlflow.db. See README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from wsol.search.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

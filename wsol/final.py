@@ -1,0 +1,52 @@
+"""The final evaluation of a selected checkpoint: the only code that opens the test split.
+
+Every choice (epoch, normalisation, percentile, threshold) comes from the checkpoint, where
+the trial runner stored what train-fullsup selected; nothing is chosen here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.config import config_from_dict
+from wsol.data.datasets import EvalDataset
+from wsol.data.metadata import load_split
+from wsol.data.transforms import eval_transform
+from wsol.evaluation import SplitScore, Targets, infer, score_split
+from wsol.methods.base import build_method
+from wsol.scoring.selection import Normalisation
+from wsol.train import resolve_device
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
+                        metadata_root: str | None = None, device: str = "auto",
+                        batch_size: int | None = None) -> tuple[SplitScore, dict[str, Any]]:
+    """Test metrics of `best.pt` with its stored choices; data roots may be re-pointed."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    values = dict(state["config"])
+    if data_root is not None:
+        values["data_root"] = data_root
+    if metadata_root is not None:
+        values["metadata_root"] = metadata_root
+    values["device"] = device
+    values["weights"] = None  # the checkpoint holds every weight; no download needed
+    config = config_from_dict(values, str(checkpoint))
+    selected = state["metrics"]
+    normalisation = Normalisation(selected["normalisation"], selected["percentile"])
+    torch_device = resolve_device(device)
+    method = build_method(config, state["num_classes"], torch_device)
+    method.model.load_state_dict(state["model"])
+    split = load_split(config.metadata_dir, "test")
+    data = EvalDataset(split, config.data_root, eval_transform(config.eval_size),
+                       mask_root=config.mask_root, allow_test=True)
+    loader = DataLoader(data, batch_size=batch_size or config.batch_size,
+                        num_workers=config.num_workers)
+    targets = Targets(data, config.eval_size, cache=False)
+    score = score_split(infer(method, loader, torch_device), targets, normalisation,
+                        config.curve_interval, threshold=float(selected["threshold"]))
+    return score, state

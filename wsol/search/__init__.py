@@ -1,0 +1,1 @@
+"""Distributed hyperparameter search: Ray Tune + Optuna, tracked in MLflow."""

@@ -1,0 +1,54 @@
+"""`python search.py` / `wsol search`: run, or restore, a search and print the best per pair."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from wsol.config import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="search.py", description=__doc__)
+    parser.add_argument("--config", help="experiment YAML (default: the synthetic demo)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the same pipeline at minimum size (experiments/synthetic-smoke.yaml)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                        "$MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--address", help="Ray address; 'auto' on a cluster's head node")
+    parser.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix")
+    parser.add_argument("--restore", action="store_true",
+                        help="resume the search of this config after its driver died")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from wsol.search.experiment import load_experiment
+    from wsol.search.runner import run_search
+
+    default = EXPERIMENTS / ("synthetic-smoke.yaml" if args.smoke else "synthetic-demo.yaml")
+    try:
+        experiment = load_experiment(args.config or default, {
+            "tracking_uri": args.tracking_uri, "ray_address": args.address,
+            "storage_path": args.storage_path,
+        })
+        summary = run_search(experiment, restore=args.restore)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"search.py: error: {error}", file=sys.stderr)
+        return 2
+    print(f"\n{summary['trials']} trials, {summary['failed']} failed. "
+          "Best train-fullsup score per (method, backbone):")
+    for pair, best in sorted(summary["best"].items()):
+        print(f"  {pair:<24} {best['score']:7.2f}   MLflow run {best['run_id']}")
+    uri = summary["tracking_uri"]
+    print(f"\nMLflow parent run: {summary['parent_run_id']}")
+    if uri.startswith("sqlite:"):
+        print(f"Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri}")
+    else:
+        print(f"MLflow tracking server: {uri}")
+    return 0

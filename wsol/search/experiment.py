@@ -1,0 +1,89 @@
+"""The experiment config of a search: dataset, pairs, budget, scheduler, resources."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wsol.config import ConfigError, config_from_dict
+from wsol.search.pairs import pair_name
+
+
+@dataclass
+class Experiment:
+    name: str = "wsol-synthetic-demo"
+    dataset: str = "synthetic"
+    data_root: str = "data/synthetic-demo"
+    metadata_root: str | None = None
+    # Generate the synthetic benchmark with this preset when data_root does not exist yet.
+    synthetic_preset: str | None = "demo"
+    methods: list[str] = field(default_factory=lambda: ["cam", "minmaxcam", "bgc", "weightmap"])
+    backbones: list[str] = field(default_factory=lambda: ["tiny"])
+    trials_per_pair: int = 4
+    time_budget_s: float | None = None
+    max_concurrent: int = 2
+    resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
+    # {type: asha, grace_period, reduction_factor} or {type: fifo}
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "asha",
+                                                                 "grace_period": 2,
+                                                                 "reduction_factor": 2})
+    search_spaces: str = "search_spaces"
+    # Trial settings shared by all trials (any TrialConfig key), and per-method fixed values.
+    trial: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed: int = 0
+    storage_path: str = "mlruns/ray"
+    tracking_uri: str | None = None
+    ray_address: str | None = None
+
+    def pairs(self) -> list[str]:
+        return [pair_name(m, b) for m in self.methods for b in self.backbones]
+
+    def trial_base(self) -> dict[str, Any]:
+        base = {**self.trial, "data_root": self.data_root, "seed": self.seed}
+        if self.metadata_root:
+            base["metadata_root"] = self.metadata_root
+        return base
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Experiment)}
+
+
+def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> Experiment:
+    unknown = sorted(set(values) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
+    try:
+        experiment = Experiment(**values)
+    except TypeError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if experiment.trials_per_pair < 1:
+        raise ConfigError(f"{source}: trials_per_pair must be at least 1")
+    if experiment.scheduler.get("type") not in ("asha", "fifo"):
+        raise ConfigError(f"{source}: scheduler.type must be asha or fifo")
+    config_from_dict(experiment.trial_base(), f"{source}: trial")
+    return experiment
+
+
+def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None
+                    ) -> Experiment:
+    values: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read experiment: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return experiment_from_dict(values, source)

@@ -1,0 +1,105 @@
+"""One Optuna study and one ASHA per (method, backbone) pair, inside a single Ray Tune run.
+
+The protocol compares methods at equal budgets, so every pair gets its own trial budget, its
+own TPE study and its own early-stopping rungs (trials are only ever stopped relative to trials
+of the same pair), while the trials of all pairs share the cluster.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+PAIR_KEY = "pair"
+
+
+def pair_name(method: str, backbone: str) -> str:
+    return f"{method}/{backbone}"
+
+
+class PairedSearcher(Searcher):
+    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], metric: str,
+                 mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.searchers = searchers
+        self.remaining = dict(budgets)
+        self.owner: dict[str, str] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        open_pairs = [p for p, left in self.remaining.items() if left > 0]
+        if not open_pairs:
+            return Searcher.FINISHED
+        # The pair with the most budget left goes first: pairs advance together.
+        for pair in sorted(open_pairs, key=lambda p: (-self.remaining[p], p)):
+            config = self.searchers[pair].suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                continue
+            self.remaining[pair] -= 1
+            self.owner[trial_id] = pair
+            return {**config, PAIR_KEY: pair}
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"searchers": self.searchers, "remaining": self.remaining,
+                         "owner": self.owner}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.searchers = state["searchers"]
+        self.remaining = state["remaining"]
+        self.owner = state["owner"]
+
+
+class PairedASHA(FIFOScheduler):
+    """ASHA rungs kept per pair; runs trials first-in first-out."""
+
+    def __init__(self, pairs: list[str], metric: str, mode: str, max_t: int,
+                 grace_period: int, reduction_factor: float):
+        super().__init__(metric=metric, mode=mode)
+        self.schedulers = {
+            pair: ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
+                                reduction_factor=reduction_factor)
+            for pair in pairs
+        }
+
+    def _for(self, trial: Trial) -> TrialScheduler:
+        return self.schedulers[trial.config[PAIR_KEY]]
+
+    def set_search_properties(self, metric: str | None, mode: str | None,
+                              **spec: Any) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        return self._for(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._for(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_error(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "Per-pair ASHA: " + "; ".join(
+            f"{pair}: {s.debug_string()}" for pair, s in self.schedulers.items()
+        )

@@ -1,0 +1,179 @@
+"""Runs a search: validates everything, then Ray Tune + per-pair Optuna/ASHA + MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pyarrow.fs
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from wsol.config import config_from_dict
+from wsol.data.synthetic import PRESETS, generate
+from wsol.search.experiment import Experiment
+from wsol.search.pairs import PairedASHA, PairedSearcher
+from wsol.search.trainable import search_trial, trial_config_values
+from wsol.search_space import SearchSpace, load_search_space
+from wsol.tracking import (
+    DEFAULT_TRACKING_URI,
+    MLflowTrialCallback,
+    dataset_fingerprint,
+    start_search_run,
+)
+
+METRIC, MODE = "score", "max"
+
+
+def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
+    """Every method's space, each checked against a sample trial config before anything runs."""
+    spaces = {}
+    for method in experiment.methods:
+        path = Path(experiment.search_spaces) / f"{method}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"no search space for method {method!r}: {path}")
+        space = load_search_space(path)
+        study = optuna.create_study()
+        fixed = space.sample(study.ask())
+        values = {**study.trials[0].params, **fixed, "pair": f"{method}/{experiment.backbones[0]}"}
+        config_from_dict(trial_config_values(values, experiment.trial_base(),
+                                             experiment.method_params), str(path))
+        spaces[method] = space
+    return spaces
+
+
+def _searcher(experiment: Experiment, spaces: dict[str, SearchSpace]) -> PairedSearcher:
+    searchers = {}
+    for index, pair in enumerate(experiment.pairs()):
+        space = spaces[pair.split("/")[0]]
+        sampler = optuna.samplers.TPESampler(seed=experiment.seed + index)
+        searchers[pair] = OptunaSearch(space.sample, metric=METRIC, mode=MODE, sampler=sampler)
+    budgets = {pair: experiment.trials_per_pair for pair in experiment.pairs()}
+    return PairedSearcher(searchers, budgets, METRIC, MODE)
+
+
+def _scheduler(experiment: Experiment) -> TrialScheduler:
+    spec = experiment.scheduler
+    if spec["type"] == "fifo":
+        return FIFOScheduler()
+    max_t = int(experiment.trial_base().get("epochs", 10))
+    return PairedASHA(experiment.pairs(), METRIC, MODE, max_t=max_t,
+                      grace_period=int(spec.get("grace_period", 1)),
+                      reduction_factor=float(spec.get("reduction_factor", 2)))
+
+
+def _storage(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def prepare_data(experiment: Experiment) -> None:
+    root = Path(experiment.data_root)
+    if not root.exists() and experiment.synthetic_preset:
+        print(f"generating the synthetic benchmark ({experiment.synthetic_preset}) in {root}",
+              file=sys.stderr)
+        generate(root, PRESETS[experiment.synthetic_preset], seed=experiment.seed)
+
+
+def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
+    """Returns the best train-fullsup score per pair and where to look."""
+    spaces = load_spaces(experiment)
+    prepare_data(experiment)
+    tracking_uri = (experiment.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                    or DEFAULT_TRACKING_URI)
+    if tracking_uri == DEFAULT_TRACKING_URI:
+        Path("mlruns").mkdir(exist_ok=True)
+    metadata = experiment.metadata_root or str(Path(experiment.data_root) / "metadata")
+    storage = _storage(experiment.storage_path)
+    experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
+    if not ray.is_initialized():
+        ray.init(address=experiment.ray_address, include_dashboard=False)
+    trainable = tune.with_resources(
+        tune.with_parameters(search_trial, base=experiment.trial_base(),
+                             method_params=experiment.method_params),
+        experiment.resources_per_trial,
+    )
+    if restore:
+        if not tune.Tuner.can_restore(experiment_dir):
+            raise FileNotFoundError(f"no search to restore at {experiment_dir}")
+        # The MLflow callback comes back with the pickled run config; it finds the child runs
+        # it already made by their Ray trial id.
+        tuner = tune.Tuner.restore(experiment_dir, trainable)
+        parent = _read_parent(experiment_dir)
+        experiment_id, run_id = parent["experiment_id"], parent["run_id"]
+    else:
+        experiment_id, run_id = start_search_run(
+            tracking_uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
+            dataset_fingerprint(metadata))
+        _write_parent(experiment_dir, experiment_id, run_id)
+        callback = MLflowTrialCallback(tracking_uri, experiment_id, run_id, experiment.dataset)
+        searcher = ConcurrencyLimiter(_searcher(experiment, spaces),
+                                      max_concurrent=experiment.max_concurrent)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=_scheduler(experiment),
+                num_samples=len(experiment.pairs()) * experiment.trials_per_pair,
+                time_budget_s=experiment.time_budget_s,
+            ),
+            run_config=tune.RunConfig(
+                name=experiment.name, storage_path=storage, callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=0),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute="best_score",
+                    checkpoint_score_order="max"),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    return _summary(grid, MLflowTrialCallback(tracking_uri, experiment_id, run_id,
+                                              experiment.dataset), tracking_uri)
+
+
+def _parent_file(experiment_dir: str) -> str:
+    return f"{experiment_dir}/wsol_parent_run.json"
+
+
+def _filesystem(experiment_dir: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    if "://" in experiment_dir:
+        return pyarrow.fs.FileSystem.from_uri(experiment_dir)
+    return pyarrow.fs.LocalFileSystem(), experiment_dir
+
+
+def _write_parent(experiment_dir: str, experiment_id: str, run_id: str) -> None:
+    """Where a restored search finds its MLflow parent run."""
+    fs, path = _filesystem(experiment_dir)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(_parent_file(path)) as out:
+        out.write(json.dumps({"experiment_id": experiment_id, "run_id": run_id}).encode())
+
+
+def _read_parent(experiment_dir: str) -> dict[str, str]:
+    fs, path = _filesystem(experiment_dir)
+    with fs.open_input_stream(_parent_file(path)) as handle:
+        return json.loads(handle.read().decode())
+
+
+def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback,
+             tracking_uri: str) -> dict[str, Any]:
+    best: dict[str, dict[str, Any]] = {}
+    failed = 0
+    for result in grid:
+        if result.error is not None:
+            failed += 1
+        metrics = result.metrics or {}
+        pair = result.config.get("pair")
+        score = metrics.get("best_score")
+        if pair is None or score is None:
+            continue
+        if pair not in best or score > best[pair]["score"]:
+            best[pair] = {"score": score, "run_id": callback.run_id_of(metrics["trial_id"]),
+                          "config": {k: v for k, v in result.config.items() if k != "pair"}}
+    return {"best": best, "trials": len(grid), "failed": failed,
+            "parent_run_id": callback.parent_run_id, "tracking_uri": tracking_uri}

@@ -1,0 +1,67 @@
+"""The Ray Tune trainable: one trial runner call, reporting after every evaluation.
+
+The trial's working directory is local to its node; every report ships the resume state
+(last.pt) and the selected checkpoint (best.pt + metrics.json) as a Ray checkpoint, so a trial
+restored on any node resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from wsol.config import config_from_dict
+from wsol.search.pairs import PAIR_KEY
+from wsol.search_space import TRIAL_FIELDS
+from wsol.train import Evaluation, run_trial
+
+CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json", "curves.json", "curves.png",
+                    "overlays.png")
+REPORTED = ("epoch", "score", "best_score", "MaxBoxAcc", "MaxBoxAccV2", "BoxAccV2@30",
+            "BoxAccV2@50", "BoxAccV2@70", "PxAP", "threshold", "percentile", "top1_loc",
+            "gt_known_loc", "label_free_score", "epoch_seconds")
+
+
+def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
+                        method_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Experiment base + per-method fixed values + sampled values -> TrialConfig values.
+
+    Keys naming a trial setting (epochs, lr, ...) set it; the rest are method hyperparameters.
+    """
+    sampled = dict(sampled)
+    method, backbone = sampled.pop(PAIR_KEY).split("/")
+    values = {**method_params.get(method, {}), **sampled}
+    settings = {k: v for k, v in values.items() if k in TRIAL_FIELDS}
+    params = {k: v for k, v in values.items() if k not in TRIAL_FIELDS}
+    return {**base, **settings, "method": method, "backbone": backbone, "params": params}
+
+
+def _report(evaluation: Evaluation, is_new_best: bool) -> None:
+    metrics = {k: evaluation.metrics[k] for k in REPORTED if evaluation.metrics.get(k) is not None}
+    metrics["normalisation"] = evaluation.metrics["normalisation"]
+    metrics["is_best"] = is_new_best
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in CHECKPOINT_FILES:
+            source = evaluation.out_dir / name
+            if source.exists():
+                shutil.copy2(source, Path(tmp) / name)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def search_trial(sampled: dict[str, Any], base: dict[str, Any],
+                 method_params: dict[str, dict[str, Any]]) -> None:
+    values = trial_config_values(sampled, base, method_params)
+    config = config_from_dict(values, f"trial {tune.get_context().get_trial_id()}")
+    out = Path(tune.get_context().get_trial_dir()) / "work"
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as saved:
+            for name in CHECKPOINT_FILES:
+                if (Path(saved) / name).exists():
+                    shutil.copy2(Path(saved) / name, out / name)
+    run_trial(config, out, lambda e: _report(e, e.is_best))

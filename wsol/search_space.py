@@ -1,0 +1,185 @@
+"""search_spaces/<method>.yaml -> a validated space and an Optuna define-by-run function.
+
+Every error names the file and the key, and is raised when the file is loaded, before any
+trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.config import ConfigError, TrialConfig
+from wsol.methods.base import METHODS
+
+TOP_KEYS = {"method", "extends", "params", "fixed", "constraints"}
+PARAM_KEYS = {"type", "low", "high", "log", "choices", "when", "source"}
+TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "params"}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    when: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass
+class SearchSpace:
+    method: str
+    path: Path
+    params: list[Param]
+    fixed: dict[str, Any]
+    less_than: dict[str, str]  # a -> b for each constraint "a < b"
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Define-by-run: samples the active parameters, returns the fixed values."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if any(values.get(k) != v for k, v in p.when.items()):
+                continue
+            if p.kind == "categorical":
+                values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+                continue
+            high = p.high
+            if p.name in self.less_than:
+                bound = values[self.less_than[p.name]]
+                high = min(high, bound - 1e-3 if p.kind == "float" else bound - 1)
+            if p.kind == "int":
+                values[p.name] = trial.suggest_int(p.name, int(p.low), int(high), log=p.log)
+            else:
+                values[p.name] = trial.suggest_float(p.name, p.low, high, log=p.log)
+        return dict(self.fixed)
+
+    def trial_settings(self, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split sampled + fixed values into trial settings and method hyperparameters."""
+        settings = {k: v for k, v in values.items() if k in TRIAL_FIELDS}
+        params = {k: v for k, v in values.items() if k not in TRIAL_FIELDS}
+        return settings, params
+
+
+def _fail(path: Path, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {key}: {message}")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise _fail(path, unknown[0], f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
+    return data
+
+
+def _param(path: Path, name: str, spec: Any) -> Param:
+    key = f"params.{name}"
+    if not isinstance(spec, dict):
+        raise _fail(path, key, "must be a mapping with a type")
+    unknown = sorted(set(spec) - PARAM_KEYS)
+    if unknown:
+        raise _fail(path, f"{key}.{unknown[0]}", "unknown field")
+    kind = spec.get("type")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise _fail(path, key, "categorical needs a non-empty list of choices")
+        return Param(name, kind, choices=tuple(choices), when=spec.get("when") or {},
+                     source=str(spec.get("source", "")))
+    if kind not in ("float", "int"):
+        raise _fail(path, f"{key}.type", f"must be float, int or categorical, got {kind!r}")
+    low, high, log = spec.get("low"), spec.get("high"), bool(spec.get("log", False))
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        raise _fail(path, key, "needs numeric low and high")
+    if not low < high:
+        raise _fail(path, key, f"low {low} must be below high {high}")
+    if log and low <= 0:
+        raise _fail(path, key, "a log range needs low > 0")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise _fail(path, key, "an int range needs integer bounds")
+    return Param(name, kind, float(low), float(high), log, when=spec.get("when") or {},
+                 source=str(spec.get("source", "")))
+
+
+def load_search_space(path: str | Path) -> SearchSpace:
+    path = Path(path)
+    data = _read(path)
+    params: dict[str, Param] = {}
+    fixed: dict[str, Any] = {}
+    constraints: list[str] = []
+    if "extends" in data:
+        base = load_search_space_parts(path.parent / str(data["extends"]), path)
+        params.update(base[0])
+        fixed.update(base[1])
+        constraints.extend(base[2])
+    own = _parts(path, data)
+    params.update(own[0])
+    fixed.update(own[1])
+    constraints.extend(own[2])
+    method = data.get("method")
+    if method not in METHODS.names():
+        known = ", ".join(METHODS.names())
+        raise _fail(path, "method", f"unknown method {method!r}; known: {known}")
+    method_params = set(METHODS.get(method).defaults)
+    for name in [*params, *fixed]:
+        if name not in TRIAL_FIELDS and name not in method_params:
+            where = "params" if name in params else "fixed"
+            raise _fail(path, f"{where}.{name}",
+                        f"not a trial setting and not a hyperparameter of {method}")
+    for p in params.values():
+        for cond, value in p.when.items():
+            target = params.get(cond)
+            if target is None or target.kind != "categorical" or value not in target.choices:
+                raise _fail(path, f"params.{p.name}.when", f"{cond} = {value!r} is not a choice")
+    less_than = {}
+    for text in constraints:
+        a, op, b = [*str(text).split(), "", "", ""][:3]
+        if op != "<" or a not in params or b not in params:
+            raise _fail(path, "constraints", f"{text!r}: expected 'A < B' over sampled params")
+        if params[a].low >= params[b].low:
+            raise _fail(path, "constraints", f"{text!r} cannot hold: {a}'s low must be below "
+                        f"{b}'s low")
+        less_than[a] = b
+    ordered = sorted(params.values(), key=lambda p: p.name in less_than)
+    conditional = [p for p in ordered if p.when]
+    ordered = [p for p in ordered if not p.when] + conditional
+    return SearchSpace(method, path, ordered, fixed, less_than)
+
+
+def load_search_space_parts(path: Path, child: Path) -> tuple[dict, dict, list]:
+    if not path.is_file():
+        raise _fail(child, "extends", f"{path} does not exist")
+    data = _read(path)
+    if "extends" in data or "method" in data:
+        raise _fail(path, "extends", "a base file names neither a method nor another base")
+    return _parts(path, data)
+
+
+def _parts(path: Path, data: dict[str, Any]) -> tuple[dict[str, Param], dict[str, Any], list]:
+    raw_params = data.get("params") or {}
+    raw_fixed = data.get("fixed") or {}
+    raw_constraints = data.get("constraints") or []
+    if not isinstance(raw_params, dict):
+        raise _fail(path, "params", "must be a mapping")
+    if not isinstance(raw_fixed, dict):
+        raise _fail(path, "fixed", "must be a mapping")
+    if not isinstance(raw_constraints, list):
+        raise _fail(path, "constraints", "must be a list")
+    params = {name: _param(path, name, spec) for name, spec in raw_params.items()}
+    return params, dict(raw_fixed), list(raw_constraints)

@@ -1,0 +1,193 @@
+"""Everything MLflow: one parent run per search, one child run per trial, from the driver.
+
+The driver logs (a Ray Tune callback), so trials on any node need no MLflow access of their
+own, early-stopped and failed trials are closed properly, and a restored search finds its
+existing child runs by their Ray trial id instead of creating duplicates. Only values from
+the experiment config and the trials are logged, never the environment (credentials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from wsol.search.pairs import PAIR_KEY
+from wsol.train import SELECTION_SPLIT
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
+TRIAL_TAG = "wsol.ray_trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+ARTIFACTS = ("best.pt", "metrics.json", "curves.json", "curves.png", "overlays.png")
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        from wsol import __version__
+
+        return f"wsol {__version__}"
+
+
+def dataset_fingerprint(metadata_root: str | Path) -> str:
+    """sha256 over every metadata file (names and contents), so runs on other data differ."""
+    digest = hashlib.sha256()
+    root = Path(metadata_root)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:"):
+        location = (Path(DEFAULT_ARTIFACT_ROOT).resolve()).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(f"{name}.", value))
+        else:
+            out[name] = str(value)[:500]
+    return out
+
+
+def start_search_run(tracking_uri: str, experiment: dict[str, Any], spaces: dict[str, Path],
+                     fingerprint: str) -> tuple[str, str]:
+    """Creates the parent run; returns (experiment id, run id)."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, experiment["name"], tracking_uri)
+    run = client.create_run(experiment_id, run_name=f"search {experiment['name']}", tags={
+        "wsol.kind": "search", "wsol.dataset": experiment["dataset"],
+        "wsol.code_version": code_version(), "wsol.dataset_fingerprint": fingerprint,
+        "wsol.selection_split": SELECTION_SPLIT,
+    })
+    run_id = run.info.run_id
+    for key, value in _flat("", experiment).items():
+        client.log_param(run_id, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "experiment.json").write_text(json.dumps(experiment, indent=2))
+        client.log_artifact(run_id, str(Path(tmp) / "experiment.json"))
+        for path in spaces.values():
+            client.log_artifact(run_id, str(path), "search_spaces")
+    return experiment_id, run_id
+
+
+class MLflowTrialCallback(Callback):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
+                 dataset: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.dataset = dataset
+        self.runs: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    def run_id_of(self, trial_id: str) -> str | None:
+        existing = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        )
+        return existing[0].info.run_id if existing else None
+
+    def _run_for(self, trial: Trial) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        client = self.client
+        run_id = self.run_id_of(trial.trial_id)
+        if run_id is not None:
+            client.update_run(run_id, "RUNNING")
+        else:
+            method, backbone = trial.config[PAIR_KEY].split("/")
+            run_id = client.create_run(self.experiment_id, run_name=str(trial), tags={
+                PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
+                "wsol.kind": "trial", "wsol.method": method, "wsol.backbone": backbone,
+                "wsol.dataset": self.dataset, "wsol.selection_split": SELECTION_SPLIT,
+            }).info.run_id
+            for key, value in _flat("", trial.config).items():
+                client.log_param(run_id, key, value)
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict, **info: Any) -> None:
+        run_id = self._run_for(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        metrics = {f"train_fullsup/{k}": float(v) for k, v in result.items()
+                   if k in _METRICS and v is not None}
+        self.client.log_batch(run_id, metrics=[
+            mlflow.entities.Metric(k, v, int(result.get("timestamp", 0)) * 1000, step)
+            for k, v in metrics.items()
+        ])
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
+        self._close(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self._close(trial, error=trial.error_msg or "trial failed")
+
+    def _close(self, trial: Trial, error: str | None) -> None:
+        run_id = self._run_for(trial)
+        client = self.client
+        if error is not None:
+            reason = error.strip().splitlines()[-1][:4000] if error.strip() else "trial failed"
+            client.set_tag(run_id, "wsol.failure_reason", reason)
+        checkpoint = trial.checkpoint
+        if checkpoint is not None:
+            with checkpoint.as_directory() as saved:
+                self._log_selection(client, run_id, Path(saved))
+        status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
+        client.set_terminated(run_id, status)
+
+    def _log_selection(self, client: MlflowClient, run_id: str, saved: Path) -> None:
+        summary_path = saved / "metrics.json"
+        if not summary_path.exists():
+            return
+        summary = json.loads(summary_path.read_text())
+        selected = summary.get("metrics") or {}
+        client.set_tag(run_id, "wsol.selected_on", summary["selected_on"])
+        if summary.get("selected_epoch") is not None:
+            client.set_tag(run_id, "wsol.selected_epoch", str(summary["selected_epoch"]))
+        for key in ("normalisation", "percentile", "threshold", "selection_metric"):
+            client.set_tag(run_id, f"wsol.selected_{key}", str(selected.get(key)))
+        for key, value in selected.items():
+            if key in _METRICS and value is not None:
+                client.log_metric(run_id, f"selected/{key}", float(value))
+        for name in ARTIFACTS:
+            if (saved / name).exists():
+                client.log_artifact(run_id, str(saved / name),
+                                    "checkpoint" if name.endswith(".pt") else None)
+
+
+_METRICS = {"score", "best_score", "MaxBoxAcc", "MaxBoxAccV2", "BoxAccV2@30", "BoxAccV2@50",
+            "BoxAccV2@70", "PxAP", "threshold", "percentile", "top1_loc", "gt_known_loc",
+            "label_free_score", "epoch_seconds", "epoch"}
