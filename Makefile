@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYNTH ?= data/synthetic-demo
 
-.PHONY: demo test lint bench lock
+.PHONY: demo baselines test lint bench lock
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	python3 -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) search.py
+
+baselines: $(STAMP)
 	$(VENV)/bin/wsol data synth --out $(SYNTH) --preset demo
 	$(VENV)/bin/wsol data check --metadata-root $(SYNTH)/metadata --data-root $(SYNTH)
 	$(PY) benchmarks/synthetic_baselines.py --data-root $(SYNTH) --json benchmarks/results/synthetic_baselines.json

@@ -31,6 +31,11 @@ PARENT_TAG = "mlflow.parentRunId"
 ARTIFACTS = ("best.pt", "metrics.json", "curves.json", "curves.png", "overlays.png")
 
 
+def mlflow_key(name: str) -> str:
+    """MLflow metric names allow no '@': BoxAccV2@50 is logged as BoxAccV2_IoU50."""
+    return name.replace("@", "_IoU")
+
+
 def code_version() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -140,7 +145,7 @@ class MLflowTrialCallback(Callback):
                         result: dict, **info: Any) -> None:
         run_id = self._run_for(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        metrics = {f"train_fullsup/{k}": float(v) for k, v in result.items()
+        metrics = {f"train_fullsup/{mlflow_key(k)}": float(v) for k, v in result.items()
                    if k in _METRICS and v is not None}
         self.client.log_batch(run_id, metrics=[
             mlflow.entities.Metric(k, v, int(result.get("timestamp", 0)) * 1000, step)
@@ -153,14 +158,21 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
-        self._close(trial, error=trial.error_msg or "trial failed")
+        # Ray writes the error text after this hook; on_experiment_end adds it as the reason.
+        self._close(trial, error="trial failed")
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for trial in trials:
+            error = trial.get_error() if trial.status == Trial.ERROR else None
+            if error:
+                self.client.set_tag(self._run_for(trial), "wsol.failure_reason",
+                                    _reason(str(error)))
 
     def _close(self, trial: Trial, error: str | None) -> None:
         run_id = self._run_for(trial)
         client = self.client
         if error is not None:
-            reason = error.strip().splitlines()[-1][:4000] if error.strip() else "trial failed"
-            client.set_tag(run_id, "wsol.failure_reason", reason)
+            client.set_tag(run_id, "wsol.failure_reason", _reason(error))
         checkpoint = trial.checkpoint
         if checkpoint is not None:
             with checkpoint.as_directory() as saved:
@@ -181,11 +193,17 @@ class MLflowTrialCallback(Callback):
             client.set_tag(run_id, f"wsol.selected_{key}", str(selected.get(key)))
         for key, value in selected.items():
             if key in _METRICS and value is not None:
-                client.log_metric(run_id, f"selected/{key}", float(value))
+                client.log_metric(run_id, f"selected/{mlflow_key(key)}", float(value))
         for name in ARTIFACTS:
             if (saved / name).exists():
                 client.log_artifact(run_id, str(saved / name),
                                     "checkpoint" if name.endswith(".pt") else None)
+
+
+def _reason(error: str) -> str:
+    """The exception line of a traceback ('NonFiniteLossError: non-finite loss ...')."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "trial failed")[:4000]
 
 
 _METRICS = {"score", "best_score", "MaxBoxAcc", "MaxBoxAccV2", "BoxAccV2@30", "BoxAccV2@50",

@@ -44,9 +44,10 @@ class Experiment:
         return [pair_name(m, b) for m in self.methods for b in self.backbones]
 
     def trial_base(self) -> dict[str, Any]:
-        base = {**self.trial, "data_root": self.data_root, "seed": self.seed}
+        """Absolute paths: trials run in their own working directories, on any node."""
+        base = {**self.trial, "data_root": str(Path(self.data_root).resolve()), "seed": self.seed}
         if self.metadata_root:
-            base["metadata_root"] = self.metadata_root
+            base["metadata_root"] = str(Path(self.metadata_root).resolve())
         return base
 
     def to_dict(self) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class PairedASHA(FIFOScheduler):
 
     def __init__(self, pairs: list[str], metric: str, mode: str, max_t: int,
                  grace_period: int, reduction_factor: float):
-        super().__init__(metric=metric, mode=mode)
+        super().__init__()
         self.schedulers = {
             pair: ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
                                 reduction_factor=reduction_factor)

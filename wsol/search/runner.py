@@ -40,6 +40,10 @@ def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
         if not path.is_file():
             raise FileNotFoundError(f"no search space for method {method!r}: {path}")
         space = load_search_space(path)
+        # The experiment's own trial settings and per-method values win over a space's fixed
+        # values (e.g. a shorter IVR percentile list for a CPU demo).
+        overridden = set(experiment.trial) | set(experiment.method_params.get(method, {}))
+        space.fixed = {k: v for k, v in space.fixed.items() if k not in overridden}
         study = optuna.create_study()
         fixed = space.sample(study.ask())
         values = {**study.trials[0].params, **fixed, "pair": f"{method}/{experiment.backbones[0]}"}
