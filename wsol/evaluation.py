@@ -7,7 +7,7 @@ those choices fixed, streaming batch by batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,19 +55,18 @@ class Targets:
         self._masks: dict[int, np.ndarray] = {}
 
     def boxes(self, index: int) -> np.ndarray:
-        if index in self._boxes:
-            return self._boxes[index]
-        value = self.dataset.gt_boxes(index, self.size)
-        if self.cache:
-            self._boxes[index] = value
-        return value
+        return self._cached(self._boxes, index, self.dataset.gt_boxes)
 
     def mask(self, index: int) -> np.ndarray:
-        if index in self._masks:
-            return self._masks[index]
-        value = self.dataset.gt_mask(index, self.size)
+        return self._cached(self._masks, index, self.dataset.gt_mask)
+
+    def _cached(self, store: dict[int, np.ndarray], index: int,
+                load: Callable[[int, tuple[int, int]], np.ndarray]) -> np.ndarray:
+        if index in store:
+            return store[index]
+        value = load(index, self.size)
         if self.cache:
-            self._masks[index] = value
+            store[index] = value
         return value
 
     def selection_metric(self, requested: str) -> str:

@@ -11,11 +11,14 @@ half-valid split is never used and a user sees all problems of a file at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 SPLITS = ("train", "val", "test")
 BOX_FILE = "localization.txt"
@@ -164,61 +167,76 @@ def _read_image_ids(folder: Path, out: _Collector) -> dict[str, int]:
     return ids
 
 
-def _read_labels(folder: Path, ids: dict[str, int], out: _Collector) -> dict[str, int]:
-    name = "class_labels.txt"
-    labels: dict[str, int] = {}
+def _read_per_image(
+    path: Path,
+    ids: dict[str, int],
+    out: _Collector,
+    columns: str,
+    what: str,
+    parse: Callable[[list[str]], T | str],
+) -> tuple[dict[str, T], dict[str, int]]:
+    """One line per image id: `parse` gets the fields after the id and returns the value or
+    an error message. Returns the values and the line on which each id first appeared."""
+    name = path.name
+    values: dict[str, T] = {}
     seen: dict[str, int] = {}
-    for number, line in _lines(folder / name):
+    expected = columns.count(",") + 1
+    for number, line in _lines(path):
         fields = line.split(",")
-        if len(fields) != 2:
-            out.add(name, number, f"expected 2 fields 'path,label', got {len(fields)}")
+        if len(fields) != expected:
+            out.add(name, number, f"expected {expected} fields {columns!r}, got {len(fields)}")
             continue
-        image_id, raw = fields
-        label = _parse_int(raw)
-        if label is None or label < 0:
-            out.add(name, number, f"label {raw!r} is not a non-negative integer")
+        image_id = fields[0]
+        parsed = parse(fields[1:])
+        if isinstance(parsed, str):
+            out.add(name, number, parsed)
         elif image_id in seen:
             first = seen[image_id]
-            out.add(name, number, f"duplicate label for {image_id!r} (first on line {first})")
+            out.add(name, number, f"duplicate {what} for {image_id!r} (first on line {first})")
         elif image_id not in ids:
             out.add(name, number, f"image id {image_id!r} is not in image_ids.txt")
         else:
-            labels[image_id] = label
+            values[image_id] = parsed
         seen.setdefault(image_id, number)
+    return values, seen
+
+
+def _report_missing(name: str, what: str, ids: dict[str, int], seen: dict[str, int],
+                    out: _Collector) -> None:
     for image_id, number in ids.items():
         if image_id not in seen:
-            out.add(name, 0, f"no label for {image_id!r} (image_ids.txt line {number})")
+            out.add(name, 0, f"no {what} for {image_id!r} (image_ids.txt line {number})")
+
+
+def _parse_label(fields: list[str]) -> int | str:
+    label = _parse_int(fields[0])
+    if label is None or label < 0:
+        return f"label {fields[0]!r} is not a non-negative integer"
+    return label
+
+
+def _parse_size(fields: list[str]) -> tuple[int, int] | str:
+    w, h = _parse_int(fields[0]), _parse_int(fields[1])
+    if w is None or h is None or w <= 0 or h <= 0:
+        return f"size {fields[0]!r} x {fields[1]!r} is not two positive integers"
+    return w, h
+
+
+def _read_labels(folder: Path, ids: dict[str, int], out: _Collector) -> dict[str, int]:
+    path = folder / "class_labels.txt"
+    labels, seen = _read_per_image(path, ids, out, "path,label", "label", _parse_label)
+    _report_missing(path.name, "label", ids, seen, out)
     return labels
 
 
 def _read_sizes(folder: Path, ids: dict[str, int], out: _Collector) -> dict[str, tuple[int, int]]:
-    name = "image_sizes.txt"
-    path = folder / name
-    sizes: dict[str, tuple[int, int]] = {}
+    """image_sizes.txt may be absent or empty (sizes then come from the images)."""
+    path = folder / "image_sizes.txt"
     if not path.exists():
-        return sizes
-    seen: dict[str, int] = {}
-    for number, line in _lines(path):
-        fields = line.split(",")
-        if len(fields) != 3:
-            out.add(name, number, f"expected 3 fields 'path,width,height', got {len(fields)}")
-            continue
-        image_id, raw_w, raw_h = fields
-        w, h = _parse_int(raw_w), _parse_int(raw_h)
-        if w is None or h is None or w <= 0 or h <= 0:
-            out.add(name, number, f"size {raw_w!r} x {raw_h!r} is not two positive integers")
-        elif image_id in seen:
-            first = seen[image_id]
-            out.add(name, number, f"duplicate size for {image_id!r} (first on line {first})")
-        elif image_id not in ids:
-            out.add(name, number, f"image id {image_id!r} is not in image_ids.txt")
-        else:
-            sizes[image_id] = (w, h)
-        seen.setdefault(image_id, number)
+        return {}
+    sizes, seen = _read_per_image(path, ids, out, "path,width,height", "size", _parse_size)
     if seen:
-        for image_id, number in ids.items():
-            if image_id not in seen:
-                out.add(name, 0, f"no size for {image_id!r} (image_ids.txt line {number})")
+        _report_missing(path.name, "size", ids, seen, out)
     return sizes
 
 

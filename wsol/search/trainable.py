@@ -40,10 +40,10 @@ def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
     return {**base, **settings, "method": method, "backbone": backbone, "params": params}
 
 
-def _report(evaluation: Evaluation, is_new_best: bool) -> None:
+def _report(evaluation: Evaluation) -> None:
     metrics = {k: evaluation.metrics[k] for k in REPORTED if evaluation.metrics.get(k) is not None}
     metrics["normalisation"] = evaluation.metrics["normalisation"]
-    metrics["is_best"] = is_new_best
+    metrics["is_best"] = evaluation.is_best
     with tempfile.TemporaryDirectory() as tmp:
         for name in CHECKPOINT_FILES:
             source = evaluation.out_dir / name
@@ -64,4 +64,4 @@ def search_trial(sampled: dict[str, Any], base: dict[str, Any],
             for name in CHECKPOINT_FILES:
                 if (Path(saved) / name).exists():
                     shutil.copy2(Path(saved) / name, out / name)
-    run_trial(config, out, lambda e: _report(e, e.is_best))
+    run_trial(config, out, _report)
