@@ -141,3 +141,37 @@ def acc_v2(maps, boxes):
 def test_invalid_maps_are_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
         BoxAccumulator().add(bad, np.array([[0, 0, 1, 1]]))
+
+
+def test_a_bad_map_in_a_batch_is_named_and_nothing_is_counted():
+    good = np.zeros((4, 4))
+    acc = BoxAccumulator(workers=2)
+    batch = [(good, np.array([[0, 0, 1, 1]]))] * 3
+    batch[2] = (np.full((4, 4), np.nan), batch[2][1])
+    with pytest.raises(ValueError, match="score map 2: contains NaN"):
+        acc.add_many(batch)
+    assert acc.images == 0
+
+
+def test_components_and_euler_number_count_opencv_contours():
+    """The outer pass's component count and Euler number give OpenCV's contour count
+    (components plus holes) at every level; the hole pass is skipped on that count."""
+    from wsol.scoring import contours
+
+    rng = np.random.default_rng(11)
+    for trial in range(120):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        if trial % 3 == 0:
+            u8 = (rng.integers(0, 3, (h, w)) * 100).astype(np.uint8)
+        else:
+            u8 = (rng.random((h, w)) ** rng.uniform(0.3, 3) * 255).astype(np.uint8)
+        order, *work = contours._workspace(h, w)
+        starts = contours._padded_order(u8, order)
+        _, components, euler = contours._component_best(
+            (h, w), np.array([[0, 0, 1, 1]]), np.ones(256, dtype=bool), False, order, starts,
+            *work, contours.OUTER_RUNS, contours.EULER_DELTA4,
+        )
+        for t in range(256):
+            binary = ((u8 > t) * 255).astype(np.uint8)
+            found = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+            assert len(found) == 2 * components[t] - euler[t], (trial, t)

@@ -73,24 +73,24 @@ class BoxAccumulator:
         self.images += 1
 
     def add(self, scoremap: np.ndarray, gt_boxes: np.ndarray, name: str = "score map") -> None:
-        check_scoremap(scoremap, name)
-        self._count(best_iou_curve(scoremap, gt_boxes, self.thresholds, self.multi_contour))
+        self._count(self._curve(scoremap, gt_boxes, name))
 
     def add_many(self, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Maps and their boxes, scored on `workers` threads (the kernels release the GIL)."""
         pairs = list(items)
-        for index, (scoremap, _) in enumerate(pairs):
-            check_scoremap(scoremap, f"score map {index}")
+        names = [f"score map {index}" for index in range(len(pairs))]
+        maps, boxes = [p[0] for p in pairs], [p[1] for p in pairs]
         if self.workers <= 1 or len(pairs) < 2:
-            curves = [self._curve(p) for p in pairs]
+            curves = list(map(self._curve, maps, boxes, names))
         else:
             with ThreadPoolExecutor(self.workers) as pool:
-                curves = list(pool.map(self._curve, pairs))
+                curves = list(pool.map(self._curve, maps, boxes, names))
         for curve in curves:
             self._count(curve)
 
-    def _curve(self, pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        return best_iou_curve(pair[0], pair[1], self.thresholds, self.multi_contour)
+    def _curve(self, scoremap: np.ndarray, gt_boxes: np.ndarray, name: str) -> np.ndarray:
+        check_scoremap(scoremap, name)
+        return best_iou_curve(scoremap, gt_boxes, self.thresholds, self.multi_contour)
 
     def result(self) -> BoxCurves:
         if not self.images:
