@@ -1,4 +1,4 @@
-"""Pictures and curves of a trial's selected epoch, for MLflow: overlays and threshold curves."""
+"""Pictures and curves of a scored split, for MLflow: overlays and threshold curves."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wsol.evaluation import SplitScore
+from wsol.data.datasets import EvalDataset
+from wsol.data.images import load_rgb, resolve
+from wsol.evaluation import RawBatch, SplitScore, Targets
 
 
 def write_curves(score: SplitScore, path: Path) -> None:
@@ -47,6 +49,18 @@ def plot_curves(score: SplitScore, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def save_overlays(dataset: EvalDataset, targets: Targets, score: SplitScore, batch: RawBatch,
+                  path: Path, count: int = 8) -> None:
+    """Overlays of the first images of a batch with the score's normalisation and threshold."""
+    count = min(count, len(batch.indices))
+    indices = batch.indices[:count].tolist()
+    images = [np.asarray(load_rgb(resolve(dataset.data_root, dataset.split.image_ids[i]))
+                         .resize(targets.size)) for i in indices]
+    maps = score.normalisation.apply(batch.maps[:count], targets.size).numpy()
+    boxes = [targets.boxes(i) if targets.has_boxes else np.zeros((0, 4)) for i in indices]
+    plot_overlays(images, maps, boxes, score.threshold, path)
 
 
 def plot_overlays(images: list[np.ndarray], maps: np.ndarray, gt_boxes: list[np.ndarray],

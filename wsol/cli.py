@@ -88,6 +88,63 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace):
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from wsol.tracking import DEFAULT_TRACKING_URI
+
+    return MlflowClient(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                        or DEFAULT_TRACKING_URI)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from wsol.promote import promote
+
+    promotion = promote(_client(args), args.method, args.backbone, args.dataset, args.alias,
+                        args.experiment, args.run_id)
+    replaced = (f"; version {promotion.previous_version} is now "
+                f"@{'previous' if args.alias == 'champion' else args.alias + '-previous'}"
+                if promotion.previous_version else "")
+    print(f"{promotion.model_uri} -> version {promotion.version} (run {promotion.run_id}, "
+          f"train-fullsup {promotion.choices['selection_metric']} {promotion.score:.2f}, "
+          f"{promotion.choices['normalisation']}, tau {promotion.choices['threshold']}){replaced}")
+    _write_json(args.json, promotion.to_dict())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from wsol.evaluate_model import evaluate_model
+
+    result = evaluate_model(_client(args), args.model, args.data_root, args.metadata_root,
+                            args.device, args.batch_size)
+    for key in sorted(result):
+        value = result[key]
+        print(f"{key:<28} {value:.4f}" if isinstance(value, float) else f"{key:<28} {value}")
+    print(f"test evaluation #{result['evaluation_number']} of {args.model}: "
+          f"MLflow run {result['evaluation_run_id']}")
+    _write_json(args.json, result)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from wsol.report import build_report
+
+    summary = build_report(_client(args), Path(args.out), args.experiment, log=not args.no_log)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"written to {args.out}: {', '.join(summary['files'])}")
+    if summary["report_run_id"]:
+        print(f"logged as MLflow run {summary['report_run_id']}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from wsol.search.cli import main as search_main
+
+    return search_main(args.search_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsol", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +185,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     train.set_defaults(run=_train)
+
+    search = commands.add_parser("search", help="run a search (the same as python search.py)",
+                                 add_help=False)
+    search.add_argument("search_args", nargs=argparse.REMAINDER)
+    search.set_defaults(run=_search)
+
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                          "$MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+
+    promote = commands.add_parser("promote", parents=[tracking],
+                                  help="register the best train-fullsup trial of a pair")
+    promote.add_argument("--method")
+    promote.add_argument("--backbone")
+    promote.add_argument("--dataset", help="needed when the pair was searched on several")
+    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--experiment", action="append",
+                         help="only these MLflow experiments (repeatable; default all)")
+    promote.add_argument("--run-id", help="promote this trial run instead of the best")
+    promote.add_argument("--json", help="write model_uri, version, run_id, ... here")
+    promote.set_defaults(run=_promote)
+
+    evaluate = commands.add_parser("evaluate", parents=[tracking],
+                                   help="the final test evaluation of a promoted model")
+    evaluate.add_argument("--model", required=True,
+                          help="models:/<name>@<alias>, models:/<name>/<version> or a run id")
+    evaluate.add_argument("--data-root", help="image root, if not where the search read it")
+    evaluate.add_argument("--metadata-root")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--json", help="write the test numbers here")
+    evaluate.set_defaults(run=_evaluate)
+
+    report = commands.add_parser("report", parents=[tracking],
+                                 help="paper-style tables and plots from MLflow")
+    report.add_argument("--out", default="report", help="folder for the tables and plots")
+    report.add_argument("--experiment", action="append",
+                        help="only these MLflow experiments (repeatable; default all)")
+    report.add_argument("--no-log", action="store_true", help="do not log a report run")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -137,6 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except (ValueError, FileNotFoundError, PermissionError) as error:
         print(f"wsol: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(error, MlflowException):
+            raise
+        print(f"wsol: error: {error.message}", file=sys.stderr)
         return 2
 
 

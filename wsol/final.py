@@ -6,6 +6,7 @@ the trial runner stored what train-fullsup selected; nothing is chosen here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.artifacts import plot_curves, save_overlays, write_curves
 from wsol.config import config_from_dict
 from wsol.data.datasets import EvalDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform
-from wsol.evaluation import SplitScore, Targets, infer, score_split
+from wsol.evaluation import RawBatch, SplitScore, Targets, infer, score_split
 from wsol.methods.base import build_method
 from wsol.scoring.selection import Normalisation
 from wsol.train import resolve_device
@@ -25,8 +27,10 @@ from wsol.train import resolve_device
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
                         metadata_root: str | None = None, device: str = "auto",
-                        batch_size: int | None = None) -> tuple[SplitScore, dict[str, Any]]:
-    """Test metrics of `best.pt` with its stored choices; data roots may be re-pointed."""
+                        batch_size: int | None = None, pictures: Path | None = None,
+                        ) -> tuple[SplitScore, dict[str, Any]]:
+    """Test metrics of `best.pt` with its stored choices; data roots may be re-pointed.
+    With `pictures` (a directory), also the test curves and overlays of the first images."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     values = dict(state["config"])
     if data_root is not None:
@@ -47,6 +51,19 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
     loader = DataLoader(data, batch_size=batch_size or config.batch_size,
                         num_workers=config.num_workers)
     targets = Targets(data, config.eval_size, cache=False)
-    score = score_split(infer(method, loader, torch_device), targets, normalisation,
+    first: list[RawBatch] = []
+
+    def keep_first(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
+        for batch in batches:
+            if not first:
+                first.append(batch)
+            yield batch
+
+    score = score_split(keep_first(infer(method, loader, torch_device)), targets, normalisation,
                         config.curve_interval, threshold=float(selected["threshold"]))
+    if pictures is not None:
+        pictures.mkdir(parents=True, exist_ok=True)
+        write_curves(score, pictures / "curves.json")
+        plot_curves(score, pictures / "curves.png")
+        save_overlays(data, targets, score, first[0], pictures / "overlays.png")
     return score, state

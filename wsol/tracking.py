@@ -106,6 +106,7 @@ class MLflowTrialCallback(Callback):
         self.parent_run_id = parent_run_id
         self.dataset = dataset
         self.runs: dict[str, str] = {}
+        self.placed: set[str] = set()
 
     @property
     def client(self) -> MlflowClient:
@@ -144,6 +145,9 @@ class MLflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict, **info: Any) -> None:
         run_id = self._run_for(trial)
+        if result.get("node_id") and trial.trial_id not in self.placed:
+            self.client.set_tag(run_id, "wsol.ray_node_id", result["node_id"])
+            self.placed.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = {f"train_fullsup/{mlflow_key(k)}": float(v) for k, v in result.items()
                    if k in _METRICS and v is not None}

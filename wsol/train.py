@@ -24,10 +24,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.artifacts import plot_curves, plot_overlays, write_curves
+from wsol.artifacts import plot_curves, save_overlays, write_curves
 from wsol.config import TrialConfig
 from wsol.data.datasets import EvalDataset, TrainDataset
-from wsol.data.images import load_rgb, resolve
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform, train_transform
 from wsol.evaluation import (
@@ -201,16 +200,7 @@ class Trial:
         """Threshold curves and overlays of the first train-fullsup images at the choices."""
         write_curves(scored, self.out / "curves.json")
         plot_curves(scored, self.out / "curves.png")
-        count = min(8, len(batch.indices))
-        indices = batch.indices[:count].tolist()
-        size = (self.config.eval_size, self.config.eval_size)
-        images = [np.asarray(load_rgb(resolve(self.val_data.data_root,
-                                              self.val_data.split.image_ids[i])).resize(size))
-                  for i in indices]
-        maps = scored.normalisation.apply(batch.maps[:count], size).numpy()
-        boxes = [self.targets.boxes(i) if self.targets.has_boxes else np.zeros((0, 4))
-                 for i in indices]
-        plot_overlays(images, maps, boxes, scored.threshold, self.out / "overlays.png")
+        save_overlays(self.val_data, self.targets, scored, batch, self.out / "overlays.png")
 
     def _save_last(self, epoch: int, best: dict | None, history: list) -> None:
         state = {"config": self.config.to_dict(), "epoch": epoch, "best": best,

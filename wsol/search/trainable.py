@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from wsol.config import config_from_dict
@@ -44,6 +45,7 @@ def _report(evaluation: Evaluation) -> None:
     metrics = {k: evaluation.metrics[k] for k in REPORTED if evaluation.metrics.get(k) is not None}
     metrics["normalisation"] = evaluation.metrics["normalisation"]
     metrics["is_best"] = evaluation.is_best
+    metrics["node_id"] = ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory() as tmp:
         for name in CHECKPOINT_FILES:
             source = evaluation.out_dir / name

@@ -1,0 +1,113 @@
+"""`wsol evaluate`: the one reading of the test split, for a promoted model or a trial run.
+
+It loads the checkpoint and the choices train-fullsup made (normalisation, percentile,
+threshold), scores test with them and logs an evaluation run linked to the model version.
+It chooses nothing, so running it again gives the same numbers; every run is counted on
+the version (`wsol.test_evaluations`) so that repeated peeking at test is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow.entities import Metric, Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from wsol import runs
+from wsol.final import evaluate_checkpoint
+from wsol.promote import refusal
+from wsol.tracking import mlflow_key
+
+CHECKED_CHOICES = ("normalisation", "percentile", "threshold")
+
+
+def resolve_model(client: MlflowClient, model: str) -> tuple[Run, ModelVersion | None]:
+    """`models:/<name>@<alias>`, `models:/<name>/<version>` or a trial run id."""
+    if not model.startswith("models:/"):
+        return client.get_run(model), None
+    reference = model[len("models:/"):]
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in reference:
+        name, number = reference.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        raise ValueError(f"{model}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return client.get_run(version.run_id), version
+
+
+def _check_choices(state: dict[str, Any], run: Run) -> None:
+    """The checkpoint must carry the choices its trial run recorded (nothing re-chosen)."""
+    stored = state["metrics"]
+    for key in CHECKED_CHOICES:
+        recorded = run.data.tags.get(f"wsol.selected_{key}")
+        if recorded is not None and recorded != str(stored.get(key)):
+            raise ValueError(f"checkpoint of run {run.info.run_id} has {key}={stored.get(key)} "
+                             f"but the run recorded {recorded}")
+
+
+def evaluate_model(client: MlflowClient, model: str, data_root: str | None = None,
+                   metadata_root: str | None = None, device: str = "auto",
+                   batch_size: int | None = None) -> dict[str, Any]:
+    run, version = resolve_model(client, model)
+    why = refusal(run)
+    if why is not None:
+        raise ValueError(f"will not evaluate {model} on test: {why}")
+    pair = runs.pair_of(run)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = client.download_artifacts(run.info.run_id, "checkpoint/best.pt", tmp)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        _check_choices(state, run)
+        pictures = Path(tmp) / "test"
+        score, _ = evaluate_checkpoint(checkpoint, data_root, metadata_root, device, batch_size,
+                                       pictures=pictures)
+        selected = state["metrics"]
+        result: dict[str, Any] = {
+            **score.metrics, "split": "test", "model": model, "run_id": run.info.run_id,
+            "epoch": state["epoch"], "normalisation": selected["normalisation"],
+            "percentile": selected["percentile"], "threshold": float(selected["threshold"]),
+        }
+        tags = {runs.KIND_TAG: "evaluation", "wsol.split": "test",
+                "wsol.trial_run_id": run.info.run_id, "wsol.method": pair.method,
+                "wsol.backbone": pair.backbone, "wsol.dataset": pair.dataset,
+                "wsol.model_uri": model}
+        if version is not None:
+            tags.update({"wsol.model_name": version.name, "wsol.model_version": version.version})
+            result.update({"model_name": version.name, "version": str(version.version)})
+        evaluation = client.create_run(run.info.experiment_id, run_name=f"test {model}",
+                                       tags=tags)
+        evaluation_id = evaluation.info.run_id
+        for key in (*CHECKED_CHOICES, "epoch"):
+            client.log_param(evaluation_id, key, result[key])
+        stamp = evaluation.info.start_time
+        client.log_batch(evaluation_id, metrics=[
+            Metric(f"test/{mlflow_key(k)}", float(v), stamp, 0) for k, v in score.metrics.items()
+        ])
+        (pictures / "test_metrics.json").write_text(json.dumps(result, indent=2, default=float))
+        client.log_artifacts(evaluation_id, str(pictures))
+        client.set_terminated(evaluation_id, "FINISHED")
+    count = _count_evaluations(client, run, version)
+    client.set_tag(evaluation_id, "wsol.evaluation_number", str(count))
+    if version is not None:
+        client.set_model_version_tag(version.name, version.version, "wsol.test_evaluations",
+                                     str(count))
+        client.set_model_version_tag(version.name, version.version,
+                                     "wsol.last_evaluation_run", evaluation_id)
+    result.update({"evaluation_run_id": evaluation_id, "evaluation_number": count})
+    return result
+
+
+def _count_evaluations(client: MlflowClient, run: Run, version: ModelVersion | None) -> int:
+    """Test evaluations of this version (or of this trial run when no version was named)."""
+    found = runs.search(client, [run.info.experiment_id], "evaluation",
+                        trial_run_id=run.info.run_id)
+    if version is None:
+        return len(found)
+    return sum(1 for r in found if r.data.tags.get("wsol.model_name") == version.name
+               and r.data.tags.get("wsol.model_version") == str(version.version))

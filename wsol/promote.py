@@ -1,0 +1,167 @@
+"""`wsol promote`: register the best train-fullsup trial of a pair as an MLflow model version.
+
+The choice uses train-fullsup scores only. The version carries the post-hoc choices the
+final evaluation must reuse (normalisation, percentile, threshold) and its lineage, and the
+alias moves to it while the version it replaces keeps a `previous` alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from wsol import runs
+from wsol.train import SELECTION_SPLIT
+
+CHOICES = ("normalisation", "percentile", "threshold", "selection_metric", "epoch")
+
+
+class PromotionError(ValueError):
+    """Why nothing was promoted."""
+
+
+@dataclass
+class Promotion:
+    model_uri: str
+    name: str
+    version: str
+    run_id: str
+    alias: str
+    previous_version: str | None
+    score: float
+    choices: dict[str, str]
+    lineage: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_name(pair: runs.Pair) -> str:
+    return f"wsol-{pair.dataset}-{pair.method}-{pair.backbone}"
+
+
+def previous_alias(alias: str) -> str:
+    return "previous" if alias == "champion" else f"{alias}-previous"
+
+
+def refusal(run: Run) -> str | None:
+    """Why a trial run cannot be promoted, or None."""
+    tags = run.data.tags
+    if tags.get(runs.KIND_TAG) != "trial":
+        return f"run {run.info.run_id} is not a search trial (wsol.kind={tags.get(runs.KIND_TAG)})"
+    if run.info.status != "FINISHED":
+        reason = tags.get("wsol.failure_reason", "")
+        return f"run {run.info.run_id} is {run.info.status}" + (f": {reason}" if reason else "")
+    if tags.get("wsol.selected_on") != SELECTION_SPLIT:
+        return (f"run {run.info.run_id} was selected on {tags.get('wsol.selected_on')!r}, "
+                f"not {SELECTION_SPLIT}")
+    if runs.SCORE_METRIC not in run.data.metrics:
+        return f"run {run.info.run_id} has no {runs.SCORE_METRIC} metric"
+    return None
+
+
+def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None,
+           experiments: list[str] | None) -> Run:
+    """The one best promotable trial; anything unclear is refused with the reason."""
+    ids = runs.experiment_ids(client, experiments)
+    found = runs.search(client, ids, "trial", method=method, backbone=backbone, dataset=dataset)
+    if not found:
+        where = f" on dataset {dataset!r}" if dataset else ""
+        raise PromotionError(f"no trial runs for method {method!r}, backbone {backbone!r}{where}")
+    datasets = sorted({runs.pair_of(r).dataset for r in found})
+    if len(datasets) > 1:
+        raise PromotionError(f"ambiguous: trials of {method}/{backbone} exist on datasets "
+                             f"{datasets}; pass --dataset")
+    reasons = [refusal(r) for r in found]
+    candidates = [r for r, why in zip(found, reasons, strict=True) if why is None]
+    if not candidates:
+        raise PromotionError("no promotable trial:\n  " + "\n  ".join(filter(None, reasons)))
+    metrics = {r.data.tags.get("wsol.selected_selection_metric") for r in candidates}
+    if len(metrics) > 1:
+        raise PromotionError(f"ambiguous: trials were selected by different metrics {metrics}")
+    fingerprints = {_parent_tag(client, r, "wsol.dataset_fingerprint") for r in candidates}
+    if len(fingerprints) > 1:
+        raise PromotionError(f"ambiguous: dataset {datasets[0]!r} has trials on "
+                             f"{len(fingerprints)} different metadata versions")
+    top = max(r.data.metrics[runs.SCORE_METRIC] for r in candidates)
+    best = [r for r in candidates if r.data.metrics[runs.SCORE_METRIC] == top]
+    if len(best) > 1:
+        raise PromotionError(f"ambiguous: runs {[r.info.run_id for r in best]} tie at "
+                             f"{top:.4f}; pass --run-id to pick one")
+    return best[0]
+
+
+def _parent_tag(client: MlflowClient, run: Run, key: str) -> str:
+    parent = runs.parent_of(client, run)
+    return "" if parent is None else parent.data.tags.get(key, "")
+
+
+def promote(client: MlflowClient, method: str | None = None, backbone: str | None = None,
+            dataset: str | None = None, alias: str = "champion",
+            experiments: list[str] | None = None, run_id: str | None = None) -> Promotion:
+    if run_id is not None:
+        run = client.get_run(run_id)
+        why = refusal(run)
+        if why is not None:
+            raise PromotionError(why)
+        pair = runs.pair_of(run)
+        for given, actual, what in ((method, pair.method, "method"),
+                                    (backbone, pair.backbone, "backbone"),
+                                    (dataset, pair.dataset, "dataset")):
+            if given is not None and given != actual:
+                raise PromotionError(f"run {run_id} is {what} {actual!r}, not {given!r}")
+    else:
+        if method is None or backbone is None:
+            raise PromotionError("name --method and --backbone (or --run-id)")
+        run = choose(client, method, backbone, dataset, experiments)
+    return register(client, run, alias)
+
+
+def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
+    pair = runs.pair_of(run)
+    name = model_name(pair)
+    tags = run.data.tags
+    choices = {key: tags.get(f"wsol.selected_{key}", "") for key in CHOICES}
+    choices["selected_on"] = tags["wsol.selected_on"]
+    lineage = {
+        "trial_run_id": run.info.run_id,
+        "search_run_id": tags.get(runs.PARENT_TAG, ""),
+        "experiment_id": run.info.experiment_id,
+        "code_version": _parent_tag(client, run, "wsol.code_version"),
+        "dataset_fingerprint": _parent_tag(client, run, "wsol.dataset_fingerprint"),
+    }
+    score = run.data.metrics[runs.SCORE_METRIC]
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"WSOL {pair}: promoted search trials")
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
+    if existing:
+        version = str(existing[0].version)
+    else:
+        version_tags = {f"wsol.{k}": v for k, v in {**choices, **lineage}.items()}
+        version_tags.update({"wsol.train_fullsup_score": f"{score:.6f}",
+                             "wsol.method": pair.method, "wsol.backbone": pair.backbone,
+                             "wsol.dataset": pair.dataset, "wsol.test_evaluations": "0"})
+        version = str(client.create_model_version(
+            name, source=f"{run.info.artifact_uri}/checkpoint", run_id=run.info.run_id,
+            tags=version_tags,
+            description=f"best {choices['selection_metric']} on {SELECTION_SPLIT}: {score:.2f}",
+        ).version)
+    previous = _alias_version(client, name, alias)
+    if previous is not None and previous != version:
+        client.set_registered_model_alias(name, previous_alias(alias), previous)
+    client.set_registered_model_alias(name, alias, version)
+    return Promotion(f"models:/{name}@{alias}", name, version, run.info.run_id, alias,
+                     previous if previous != version else None, score, choices, lineage)
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None

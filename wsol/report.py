@@ -1,0 +1,265 @@
+"""`wsol report`: the paper-style table and plots, from what MLflow holds.
+
+Rows are method x backbone, columns each dataset's metric on train-fullsup (the best trial's
+selected epoch) and on test (the latest `wsol evaluate` of that pair), each with the
+difference to CAM on the same backbone, and how many trials stand behind the row. Written as
+Markdown, CSV and LaTeX, with the threshold curves, search histories and parallel
+coordinates, and logged as a report run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import optuna
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from wsol import runs
+from wsol.tracking import ensure_experiment
+
+REPORT_EXPERIMENT = "wsol-reports"
+METRICS = ("MaxBoxAccV2", "PxAP")
+BASELINE = "cam"
+
+
+@dataclass
+class PairResult:
+    pair: runs.Pair
+    trials: list[Run] = field(default_factory=list)
+    evaluations: list[Run] = field(default_factory=list)
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.trials if r.info.status == "FINISHED"
+                and runs.SCORE_METRIC in r.data.metrics]
+
+    @property
+    def best(self) -> Run | None:
+        return max(self.finished, key=lambda r: r.data.metrics[runs.SCORE_METRIC], default=None)
+
+    @property
+    def latest_evaluation(self) -> Run | None:
+        return max(self.evaluations, key=lambda r: r.info.start_time, default=None)
+
+    def value(self, split: str, metric: str) -> float | None:
+        if split == "train-fullsup":
+            run, key = self.best, f"selected/{metric}"
+        else:
+            run, key = self.latest_evaluation, f"test/{metric}"
+        return None if run is None else run.data.metrics.get(key)
+
+
+def collect(client: MlflowClient, experiments: list[str] | None) -> list[PairResult]:
+    ids = runs.experiment_ids(client, experiments)
+    results: dict[runs.Pair, PairResult] = {}
+    for run in runs.search(client, ids, "trial"):
+        pair = runs.pair_of(run)
+        results.setdefault(pair, PairResult(pair)).trials.append(run)
+    for run in runs.search(client, ids, "evaluation"):
+        if runs.pair_of(run) in results:
+            results[runs.pair_of(run)].evaluations.append(run)
+    order = {name: i for i, name in enumerate((BASELINE, "minmaxcam", "bgc", "weightmap"))}
+    return sorted(results.values(), key=lambda r: (r.pair.dataset, r.pair.backbone,
+                                                   order.get(r.pair.method, 99), r.pair.method))
+
+
+def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; every numeric column names its split."""
+    datasets = sorted({r.pair.dataset for r in results})
+    metrics = {d: [m for m in METRICS if any(r.value("train-fullsup", m) is not None
+                                             for r in results if r.pair.dataset == d)]
+               for d in datasets}
+    header = ["method", "backbone"]
+    for d in datasets:
+        header.append(f"{d} trials (finished/all)")
+        for metric in metrics[d]:
+            for split in ("train-fullsup", "test"):
+                header += [f"{d} {metric} ({split})", f"{d} {metric} ({split}) vs CAM"]
+    by_pair = {r.pair: r for r in results}
+    rows = []
+    for method, backbone in dict.fromkeys((r.pair.method, r.pair.backbone) for r in results):
+        row = [method, backbone]
+        for d in datasets:
+            result = by_pair.get(runs.Pair(d, method, backbone))
+            row.append("" if result is None
+                       else f"{len(result.finished)}/{len(result.trials)}")
+            baseline = by_pair.get(runs.Pair(d, BASELINE, backbone))
+            for metric in metrics[d]:
+                for split in ("train-fullsup", "test"):
+                    value = None if result is None else result.value(split, metric)
+                    base = None if baseline is None else baseline.value(split, metric)
+                    row.append(_number(value))
+                    row.append("" if value is None or base is None or method == BASELINE
+                               else f"{value - base:+.2f}")
+        rows.append(row)
+    return header, rows
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def write_markdown(header: list[str], rows: list[list[str]], path: Path) -> None:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "train-fullsup: the best trial's selected epoch (what selection saw). "
+              "test: the latest `wsol evaluate` of the pair's promoted model (read once per "
+              "evaluation, never used to choose). vs CAM: difference to CAM on the same "
+              "backbone and split."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_csv(header: list[str], rows: list[list[str]], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_latex(header: list[str], rows: list[list[str]], path: Path) -> None:
+    def escape(text: str) -> str:
+        for char, replacement in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
+                                  ("_", r"\_"), ("#", r"\#")):
+            text = text.replace(char, replacement)
+        return text
+
+    lines = [r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", r"\toprule",
+             " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_threshold_curves(client: MlflowClient, results: list[PairResult], out: Path) -> list[Path]:
+    """BoxAccV2 at IoU 50 against tau (or precision-recall) of each method's best trial."""
+    groups: dict[tuple[str, str], list[PairResult]] = defaultdict(list)
+    for result in results:
+        if result.best is not None:
+            groups[(result.pair.dataset, result.pair.backbone)].append(result)
+    written = []
+    for (dataset, backbone), members in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for result in members:
+            run_id = result.best.info.run_id
+            if "curves.json" not in {a.path for a in client.list_artifacts(run_id)}:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                curves = json.loads(Path(client.download_artifacts(run_id, "curves.json", tmp))
+                                    .read_text())
+            if "box_accuracy" in curves:
+                ax.plot(curves["thresholds"], curves["box_accuracy"]["50"],
+                        label=result.pair.method)
+                ax.set(xlabel="threshold tau", ylabel="BoxAcc IoU 0.5 (%)")
+            elif "precision" in curves:
+                ax.plot(curves["recall"], curves["precision"], label=result.pair.method)
+                ax.set(xlabel="recall", ylabel="precision")
+        ax.set_title(f"{dataset} / {backbone}: best trial per method (train-fullsup)")
+        ax.legend()
+        path = out / f"curves-{dataset}-{backbone}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def study_of(result: PairResult) -> optuna.Study | None:
+    """The pair's search as an Optuna study rebuilt from its runs (in start order)."""
+    trials = sorted(result.trials, key=lambda r: r.info.start_time)
+    values: dict[str, list[Any]] = defaultdict(list)
+    for run in trials:
+        for key, text in run.data.params.items():
+            if key != "pair":
+                values[key].append(_parse(text))
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+    for key, seen in values.items():
+        distinct = set(seen)
+        if len(distinct) < 2:
+            continue
+        if all(isinstance(v, float) for v in distinct):
+            distributions[key] = optuna.distributions.FloatDistribution(min(distinct),
+                                                                        max(distinct))
+        else:
+            distributions[key] = optuna.distributions.CategoricalDistribution(
+                sorted(distinct, key=str))
+    study = optuna.create_study(direction="maximize", study_name=str(result.pair))
+    for run in trials:
+        params = {k: _parse(v) for k, v in run.data.params.items() if k in distributions}
+        score = run.data.metrics.get(runs.SCORE_METRIC)
+        done = run.info.status == "FINISHED" and score is not None
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: distributions[k] for k in params},
+            value=score if done else None,
+            state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.FAIL))
+    return study if any(t.state.is_finished() and t.value is not None for t in study.trials) \
+        else None
+
+
+def _parse(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def plot_studies(results: list[PairResult], out: Path) -> list[Path]:
+    written = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for result in results:
+        study = study_of(result)
+        if study is None:
+            continue
+        name = f"{result.pair.dataset}-{result.pair.method}-{result.pair.backbone}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            plots = {"history": optuna.visualization.matplotlib.plot_optimization_history}
+            if study.best_trial.params:
+                plots["parallel"] = optuna.visualization.matplotlib.plot_parallel_coordinate
+            for kind, plot in plots.items():
+                axes = plot(study)
+                if kind == "parallel":
+                    axes.figure.set_size_inches(max(6.0, 1.3 * len(study.best_trial.params)), 4.5)
+                axes.set_title(f"{result.pair} ({kind}, train-fullsup score)")
+                path = out / f"{kind}-{name}.png"
+                axes.figure.savefig(path, dpi=80, bbox_inches="tight")
+                plt.close(axes.figure)
+                written.append(path)
+    return written
+
+
+def build_report(client: MlflowClient, out: Path, experiments: list[str] | None = None,
+                 log: bool = True) -> dict[str, Any]:
+    results = collect(client, experiments)
+    if not results:
+        raise ValueError("no trial runs found in MLflow"
+                         + (f" (experiments {experiments})" if experiments else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = table(results)
+    write_markdown(header, rows, out / "report.md")
+    write_csv(header, rows, out / "report.csv")
+    write_latex(header, rows, out / "report.tex")
+    plots = plot_threshold_curves(client, results, out) + plot_studies(results, out)
+    summary: dict[str, Any] = {"files": sorted(p.name for p in out.iterdir()),
+                               "pairs": [str(r.pair) for r in results], "report_run_id": None}
+    if log:
+        experiment_id = ensure_experiment(client, REPORT_EXPERIMENT, client.tracking_uri)
+        run = client.create_run(experiment_id, run_name="report",
+                                tags={runs.KIND_TAG: "report"})
+        client.log_artifacts(run.info.run_id, str(out))
+        client.set_terminated(run.info.run_id, "FINISHED")
+        summary["report_run_id"] = run.info.run_id
+    summary["plots"] = len(plots)
+    return summary

@@ -1,0 +1,74 @@
+"""Finding a search's runs in MLflow: trial runs by pair, evaluation runs by model.
+
+promote, evaluate and report all read what the search's tracking callback wrote; the tag
+names live here and in `wsol.tracking`, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from wsol.tracking import PARENT_TAG
+
+KIND_TAG = "wsol.kind"
+SCORE_METRIC = "selected/score"
+
+
+@dataclass(frozen=True)
+class Pair:
+    dataset: str
+    method: str
+    backbone: str
+
+    def __str__(self) -> str:
+        return f"{self.dataset}/{self.method}/{self.backbone}"
+
+
+def pair_of(run: Run) -> Pair:
+    tags = run.data.tags
+    return Pair(tags.get("wsol.dataset", "?"), tags.get("wsol.method", "?"),
+                tags.get("wsol.backbone", "?"))
+
+
+def experiment_ids(client: MlflowClient, names: Iterable[str] | None = None) -> list[str]:
+    """The named experiments (an unknown name is an error), or every active one."""
+    if names:
+        ids = []
+        for name in names:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise ValueError(f"no MLflow experiment named {name!r}")
+            ids.append(found.experiment_id)
+        return ids
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise ValueError(f"quotes are not allowed in names: {value!r}")
+    return f"'{value}'"
+
+
+def search(client: MlflowClient, ids: list[str], kind: str, **tags: str | None) -> list[Run]:
+    """Every run of a kind ('trial', 'search', 'evaluation') with the given tag values."""
+    if not ids:
+        return []
+    clauses = [f"tags.`{KIND_TAG}` = {_quote(kind)}"]
+    clauses += [f"tags.`wsol.{k}` = {_quote(v)}" for k, v in tags.items() if v is not None]
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(ids, " and ".join(clauses), max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def parent_of(client: MlflowClient, run: Run) -> Run | None:
+    parent_id = run.data.tags.get(PARENT_TAG)
+    return client.get_run(parent_id) if parent_id else None
