@@ -1,0 +1,87 @@
+"""`wsol promote` refuses what it must (real MLflow on SQLite, hand-made trial runs), and only
+`wsol evaluate` can reach the code that opens a test split."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from wsol.promote import PromotionError, promote
+
+PACKAGE = Path(__file__).resolve().parents[1] / "wsol"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str = "FINISHED",
+          selected_on: str = "train-fullsup", reason: str | None = None) -> str:
+    name = "searches"
+    found = client.get_experiment_by_name(name)
+    experiment = found.experiment_id if found else client.create_experiment(name)
+    tags = {"wsol.kind": "trial", "wsol.method": "cam", "wsol.backbone": "vgg16",
+            "wsol.dataset": dataset, "wsol.selected_on": selected_on,
+            "wsol.selected_selection_metric": "MaxBoxAccV2", "wsol.selected_threshold": "0.25",
+            "wsol.selected_normalisation": "minmax"}
+    if reason:
+        tags["wsol.failure_reason"] = reason
+    run_id = client.create_run(experiment, tags=tags).info.run_id
+    client.log_metric(run_id, "selected/score", score)
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+def test_failed_runs_are_refused_with_the_reason(client):
+    trial(client, 70.0, status="FAILED", reason="NonFiniteLossError: non-finite loss")
+    with pytest.raises(PromotionError, match="FAILED: NonFiniteLossError"):
+        promote(client, "cam", "vgg16")
+    kept = trial(client, 60.0)
+    assert promote(client, "cam", "vgg16").run_id == kept  # the failed 70 is never chosen
+
+
+def test_runs_not_selected_on_train_fullsup_are_refused(client):
+    run_id = trial(client, 80.0, selected_on="test")
+    with pytest.raises(PromotionError, match="selected on 'test', not train-fullsup"):
+        promote(client, "cam", "vgg16")
+    with pytest.raises(PromotionError, match="selected on 'test'"):
+        promote(client, run_id=run_id)
+
+
+def test_ambiguous_choices_are_refused(client):
+    trial(client, 60.0, dataset="cub")
+    imagenet = trial(client, 50.0, dataset="imagenet")
+    with pytest.raises(PromotionError, match="datasets \\['cub', 'imagenet'\\]; pass --dataset"):
+        promote(client, "cam", "vgg16")
+    assert promote(client, "cam", "vgg16", dataset="imagenet").run_id == imagenet
+    trial(client, 60.0, dataset="cub")
+    with pytest.raises(PromotionError, match=r"tie at 60\.0000; pass --run-id"):
+        promote(client, "cam", "vgg16", dataset="cub")
+
+
+def test_nothing_to_promote_and_mismatched_run(client):
+    with pytest.raises(PromotionError, match="no trial runs for method 'cam'"):
+        promote(client, "cam", "vgg16")
+    run_id = trial(client, 60.0)
+    with pytest.raises(PromotionError, match="is backbone 'vgg16', not 'resnet50'"):
+        promote(client, "cam", "resnet50", run_id=run_id)
+
+
+def test_only_the_final_evaluation_opens_a_test_split():
+    """allow_test=True appears once in the package (wsol/final.py), and only the evaluate
+    command calls that module."""
+    def opens_test(path: Path) -> bool:
+        return any(isinstance(node, ast.keyword) and node.arg == "allow_test"
+                   and not (isinstance(node.value, ast.Constant) and node.value.value is False)
+                   for node in ast.walk(ast.parse(path.read_text())))
+
+    openers = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if opens_test(p)]
+    assert openers == ["final.py"]
+    callers = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+               if re.search(r"from wsol\.final import|wsol\.final\b", p.read_text())]
+    assert callers == ["evaluate_model.py"]
