@@ -1,0 +1,81 @@
+"""The driver dies mid-search (SIGKILL); `search.py --restore` finishes the remaining trials
+on the same Ray cluster without duplicating MLflow runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from servers import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
+
+
+@pytest.fixture
+def ray_cluster(tmp_path: Path):
+    """A real `ray start` head node that outlives the drivers connecting to it (without
+    Ray's token authentication, which `ray start` turns on and local drivers do not use)."""
+    port = free_port()
+    subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "1",
+                    "--include-dashboard", "false", "--disable-usage-stats"],
+                   check=True, capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(RAY), "stop", "--force"], capture_output=True)
+
+
+def child_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("restore")
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id])
+            if r.data.tags.get("wsol.kind") == "trial"]
+
+
+def test_killed_driver_restores_without_duplicate_runs(tiny_synth: Path, tmp_path: Path,
+                                                       ray_cluster: str) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tmp_path / "restore.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "restore", "data_root": str(tiny_synth), "synthetic_preset": None,
+        "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": 4, "max_concurrent": 1,
+        "scheduler": {"type": "fifo"}, "search_spaces": str(REPO / "search_spaces"),
+        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 3,
+                  "ivr_percentiles": [30.0]},
+        "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
+    }))
+    command = [sys.executable, str(REPO / "search.py"), "--config", str(config),
+               "--address", ray_cluster]
+    # Tune saves its experiment state every second here, so the kill finds a recent one.
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not any(r.info.status == "FINISHED" for r in child_runs(uri)):
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert time.time() < deadline, "no trial finished in time"
+        time.sleep(1)
+    time.sleep(3)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = child_runs(uri)
+    assert len(before) < 4, "the search finished before the driver was killed"
+
+    restored = subprocess.run([*command, "--restore"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=420)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    after = child_runs(uri)
+    trial_ids = [r.data.tags["wsol.ray_trial_id"] for r in after]
+    assert len(after) == 4 and len(set(trial_ids)) == 4
+    assert {r.info.run_id for r in before} <= {r.info.run_id for r in after}
+    assert all(r.info.status == "FINISHED" for r in after)
+    assert "4 trials, 0 failed" in restored.stdout
