@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from wsol.config import ConfigError
 from wsol.methods import METHODS
@@ -75,3 +76,18 @@ def test_bad_files_name_file_and_key(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(ConfigError) as error:
         load_search_space(path)
     assert str(path) in str(error.value) and message in str(error.value)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"sampler": "grid"}, "sampler must be tpe or random"),
+    ({"scheduler": {"type": "hyperband"}}, "scheduler.type must be asha or fifo"),
+    ({"trials_per_pair": 0}, "trials_per_pair must be at least 1"),
+    ({"methds": ["cam"]}, "unknown key 'methds'"),
+])
+def test_bad_experiment_files_are_refused_with_the_file(tmp_path, values, message):
+    from wsol.search.experiment import load_experiment
+
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match=f"{path}.*{message}"):
+        load_experiment(path, {})

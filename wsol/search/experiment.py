@@ -28,6 +28,8 @@ class Experiment:
     max_concurrent: int = 2
     resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
     # {type: asha, grace_period, reduction_factor} or {type: fifo}
+    # tpe: Optuna's seeded TPE per pair; random: the protocol's random-search baseline.
+    sampler: str = "tpe"
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "asha",
                                                                  "grace_period": 2,
                                                                  "reduction_factor": 2})
@@ -67,6 +69,8 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
         raise ConfigError(f"{source}: {error}") from None
     if experiment.trials_per_pair < 1:
         raise ConfigError(f"{source}: trials_per_pair must be at least 1")
+    if experiment.sampler not in ("tpe", "random"):
+        raise ConfigError(f"{source}: sampler must be tpe or random, got {experiment.sampler!r}")
     if experiment.scheduler.get("type") not in ("asha", "fifo"):
         raise ConfigError(f"{source}: scheduler.type must be asha or fifo")
     config_from_dict(experiment.trial_base(), f"{source}: trial")

@@ -57,7 +57,9 @@ def _searcher(experiment: Experiment, spaces: dict[str, SearchSpace]) -> PairedS
     searchers = {}
     for index, pair in enumerate(experiment.pairs()):
         space = spaces[pair.split("/")[0]]
-        sampler = optuna.samplers.TPESampler(seed=experiment.seed + index)
+        kind = optuna.samplers.TPESampler if experiment.sampler == "tpe" else \
+            optuna.samplers.RandomSampler
+        sampler = kind(seed=experiment.seed + index)
         searchers[pair] = OptunaSearch(space.sample, metric=METRIC, mode=MODE, sampler=sampler)
     budgets = {pair: experiment.trials_per_pair for pair in experiment.pairs()}
     return PairedSearcher(searchers, budgets, METRIC, MODE)

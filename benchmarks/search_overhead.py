@@ -1,0 +1,79 @@
+"""Orchestration overhead: the demo's CAM trial run directly, and as a one-trial search through
+Ray Tune + MLflow (SQLite), with the same values and the same two threads.
+
+Reports both the whole search call and the search without Ray's start-up (a cost paid once
+per search, not per trial). Run:
+.venv/bin/python benchmarks/search_overhead.py --json benchmarks/results/search_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_result
+from wsol.config import config_from_dict
+from wsol.data.synthetic import PRESETS, generate
+from wsol.search.experiment import load_experiment
+from wsol.search.runner import run_search
+from wsol.train import run_trial
+
+REPO = Path(__file__).resolve().parents[1]
+FIXED = {"lr": 0.02, "weight_decay": 1e-4}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-root", default=str(REPO / "data" / "synthetic-demo"))
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if not Path(args.data_root).exists():
+        generate(Path(args.data_root), PRESETS["demo"], seed=0)
+    demo = load_experiment(REPO / "experiments" / "synthetic-demo.yaml", {})
+    threads = 2
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        spaces = work / "spaces"
+        spaces.mkdir()
+        (spaces / "cam.yaml").write_text(yaml.safe_dump({
+            "method": "cam", "fixed": {**FIXED, "normalisations": ["minmax", "max", "pas", "ivr"],
+                                       "pas_percentile": 90.0}}))
+        base = {**demo.trial, "data_root": str(Path(args.data_root).resolve()), "seed": 0,
+                "method": "cam", "backbone": "tiny", **FIXED}
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        run_trial(config_from_dict(base, "overhead"), work / "direct", log=lambda _: None)
+        direct = time.perf_counter() - started
+
+        experiment = load_experiment(REPO / "experiments" / "synthetic-demo.yaml", {
+            "name": "overhead", "methods": ["cam"], "trials_per_pair": 1, "max_concurrent": 1,
+            "scheduler": {"type": "fifo"}, "resources_per_trial": {"cpu": threads},
+            "search_spaces": str(spaces), "data_root": args.data_root,
+            "storage_path": str(work / "ray"), "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        })
+        started = time.perf_counter()
+        ray.init(num_cpus=threads, include_dashboard=False)
+        ray_start = time.perf_counter() - started
+        run_search(experiment)
+        search = time.perf_counter() - started
+        ray.shutdown()
+    write_result(args.json, "search_overhead", {
+        "trial": "demo cam/tiny, 6 epochs, 64 px, fixed lr and weight decay",
+        "threads": threads, "seconds_direct": direct, "seconds_search": search,
+        "seconds_ray_start": ray_start,
+        "overhead_percent": 100 * (search - direct) / direct,
+        "overhead_percent_without_ray_start": 100 * (search - ray_start - direct) / direct,
+    })
+
+
+if __name__ == "__main__":
+    main()
