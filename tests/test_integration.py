@@ -26,6 +26,7 @@ from servers import (
 
 from wsol.cli import main as wsol
 from wsol.data.synthetic import PRESETS, generate
+from wsol.promote import rank
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
 
@@ -102,8 +103,7 @@ def test_search_promote_evaluate_report(tmp_path: Path, servers, two_nodes, capf
     promotion = json.loads(promoted.read_text())
     name = "wsol-synthetic-cam-tiny"
     assert promotion["model_uri"] == f"models:/{name}@champion"
-    best_cam = max((r for r in children if r.data.tags["wsol.method"] == "cam"),
-                   key=lambda r: r.data.metrics["selected/score"])
+    best_cam = max((r for r in children if r.data.tags["wsol.method"] == "cam"), key=rank)
     assert promotion["run_id"] == best_cam.info.run_id
     version = client.get_model_version_by_alias(name, "champion")
     assert version.version == promotion["version"]

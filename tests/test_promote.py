@@ -21,7 +21,8 @@ def client(tmp_path: Path) -> MlflowClient:
 
 
 def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str = "FINISHED",
-          selected_on: str = "train-fullsup", reason: str | None = None) -> str:
+          selected_on: str = "train-fullsup", reason: str | None = None,
+          pxap: float | None = None) -> str:
     name = "searches"
     found = client.get_experiment_by_name(name)
     experiment = found.experiment_id if found else client.create_experiment(name)
@@ -33,6 +34,9 @@ def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str 
         tags["wsol.failure_reason"] = reason
     run_id = client.create_run(experiment, tags=tags).info.run_id
     client.log_metric(run_id, "selected/score", score)
+    client.log_metric(run_id, "selected/MaxBoxAccV2", score)
+    if pxap is not None:
+        client.log_metric(run_id, "selected/PxAP", pxap)
     client.set_terminated(run_id, status)
     return run_id
 
@@ -60,8 +64,14 @@ def test_ambiguous_choices_are_refused(client):
         promote(client, "cam", "vgg16")
     assert promote(client, "cam", "vgg16", dataset="imagenet").run_id == imagenet
     trial(client, 60.0, dataset="cub")
-    with pytest.raises(PromotionError, match=r"tie at 60\.0000; pass --run-id"):
+    with pytest.raises(PromotionError, match=r"tie at 60\.0000 on every train-fullsup metric"):
         promote(client, "cam", "vgg16", dataset="cub")
+
+
+def test_equal_scores_are_told_apart_by_the_other_train_fullsup_metrics(client):
+    trial(client, 60.0, pxap=40.0)
+    better = trial(client, 60.0, pxap=41.0)
+    assert promote(client, "cam", "vgg16").run_id == better
 
 
 def test_nothing_to_promote_and_mismatched_run(client):

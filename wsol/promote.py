@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from wsol import runs
 from wsol.train import SELECTION_SPLIT
 
+TIE_BREAKERS = ("MaxBoxAccV2", "PxAP", "MaxBoxAcc")
 CHOICES = ("normalisation", "percentile", "threshold", "selection_metric", "epoch")
 
 
@@ -87,12 +88,20 @@ def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None
     if len(fingerprints) > 1:
         raise PromotionError(f"ambiguous: dataset {datasets[0]!r} has trials on "
                              f"{len(fingerprints)} different metadata versions")
-    top = max(r.data.metrics[runs.SCORE_METRIC] for r in candidates)
-    best = [r for r in candidates if r.data.metrics[runs.SCORE_METRIC] == top]
+    top = max(map(rank, candidates))
+    best = [r for r in candidates if rank(r) == top]
     if len(best) > 1:
         raise PromotionError(f"ambiguous: runs {[r.info.run_id for r in best]} tie at "
-                             f"{top:.4f}; pass --run-id to pick one")
+                             f"{top[0]:.4f} on every train-fullsup metric; pass --run-id")
     return best[0]
+
+
+def rank(run: Run) -> tuple[float, ...]:
+    """The selection score, then the other train-fullsup metrics to break ties (small
+    train-fullsup sets make equal scores common); never a test number."""
+    metrics = run.data.metrics
+    return (metrics[runs.SCORE_METRIC],
+            *(metrics.get(f"selected/{key}", float("-inf")) for key in TIE_BREAKERS))
 
 
 def _parent_tag(client: MlflowClient, run: Run, key: str) -> str:
