@@ -127,6 +127,7 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
                 search_alg=searcher, scheduler=_scheduler(experiment),
                 num_samples=len(experiment.pairs()) * experiment.trials_per_pair,
                 time_budget_s=experiment.time_budget_s,
+                reuse_actors=True,  # no new worker process (and imports) per trial
             ),
             run_config=tune.RunConfig(
                 name=experiment.name, storage_path=storage, callbacks=[callback],
@@ -170,10 +171,13 @@ def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback,
              tracking_uri: str) -> dict[str, Any]:
     best: dict[str, dict[str, Any]] = {}
     failed = 0
+    seconds = []
     for result in grid:
         if result.error is not None:
             failed += 1
         metrics = result.metrics or {}
+        if "time_total_s" in metrics:
+            seconds.append(metrics["time_total_s"])
         pair = result.config.get("pair")
         score = metrics.get("best_score")
         if pair is None or score is None:
@@ -181,5 +185,5 @@ def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback,
         if pair not in best or score > best[pair]["score"]:
             best[pair] = {"score": score, "run_id": callback.run_id_of(metrics["trial_id"]),
                           "config": {k: v for k, v in result.config.items() if k != "pair"}}
-    return {"best": best, "trials": len(grid), "failed": failed,
+    return {"best": best, "trials": len(grid), "failed": failed, "trial_seconds": seconds,
             "parent_run_id": callback.parent_run_id, "tracking_uri": tracking_uri}

@@ -1,8 +1,8 @@
 """The Ray Tune trainable: one trial runner call, reporting after every evaluation.
 
-The trial's working directory is local to its node; every report ships the resume state
-(last.pt) and the selected checkpoint (best.pt + metrics.json) as a Ray checkpoint, so a trial
-restored on any node resumes where it stopped.
+The trial's working directory is a temporary folder on its node; every report ships the
+resume state (last.pt) and the selected checkpoint (best.pt + metrics.json) as a Ray
+checkpoint, so a trial restored on any node resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -58,12 +58,16 @@ def search_trial(sampled: dict[str, Any], base: dict[str, Any],
                  method_params: dict[str, dict[str, Any]]) -> None:
     values = trial_config_values(sampled, base, method_params)
     config = config_from_dict(values, f"trial {tune.get_context().get_trial_id()}")
-    out = Path(tune.get_context().get_trial_dir()) / "work"
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as saved:
-            for name in CHECKPOINT_FILES:
-                if (Path(saved) / name).exists():
-                    shutil.copy2(Path(saved) / name, out / name)
-    run_trial(config, out, _report)
+    # Outside the trial directory, which Ray uploads to storage as it changes: the checkpoints
+    # already carry these files, and half-written ones must not be copied.
+    out = Path(tempfile.mkdtemp(prefix=f"wsol-{tune.get_context().get_trial_id()}-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as saved:
+                for name in CHECKPOINT_FILES:
+                    if (Path(saved) / name).exists():
+                        shutil.copy2(Path(saved) / name, out / name)
+        run_trial(config, out, _report)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
