@@ -100,12 +100,11 @@ def _client(args: argparse.Namespace):
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from wsol.promote import promote
+    from wsol.promote import previous_alias, promote
 
     promotion = promote(_client(args), args.method, args.backbone, args.dataset, args.alias,
                         args.experiment, args.run_id)
-    replaced = (f"; version {promotion.previous_version} is now "
-                f"@{'previous' if args.alias == 'champion' else args.alias + '-previous'}"
+    replaced = (f"; version {promotion.previous_version} is now @{previous_alias(args.alias)}"
                 if promotion.previous_version else "")
     print(f"{promotion.model_uri} -> version {promotion.version} (run {promotion.run_id}, "
           f"train-fullsup {promotion.choices['selection_metric']} {promotion.score:.2f}, "

@@ -27,9 +27,9 @@ class Experiment:
     time_budget_s: float | None = None
     max_concurrent: int = 2
     resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
-    # {type: asha, grace_period, reduction_factor} or {type: fifo}
     # tpe: Optuna's seeded TPE per pair; random: the protocol's random-search baseline.
     sampler: str = "tpe"
+    # {type: asha, grace_period, reduction_factor} or {type: fifo}
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "asha",
                                                                  "grace_period": 2,
                                                                  "reduction_factor": 2})
