@@ -26,7 +26,8 @@ def ray_cluster(tmp_path: Path):
     port = free_port()
     subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "1",
                     "--include-dashboard", "false", "--disable-usage-stats"],
-                   check=True, capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                   check=True, capture_output=True,
+                   env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     yield f"127.0.0.1:{port}"
     subprocess.run([str(RAY), "stop", "--force"], capture_output=True)
 
@@ -54,8 +55,11 @@ def test_killed_driver_restores_without_duplicate_runs(tiny_synth: Path, tmp_pat
     }))
     command = [sys.executable, str(REPO / "search.py"), "--config", str(config),
                "--address", ray_cluster]
-    # Tune saves its experiment state every second here, so the kill finds a recent one.
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
+    # Tune saves its experiment state every second here, so the kill finds a recent one. The
+    # drivers use the cluster's authentication mode, whatever earlier Ray sessions in this
+    # process left in the environment.
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1",
+           "RAY_AUTH_MODE": "disabled"}
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log,
                               stderr=subprocess.STDOUT)

@@ -127,6 +127,7 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
                 search_alg=searcher, scheduler=_scheduler(experiment),
                 num_samples=len(experiment.pairs()) * experiment.trials_per_pair,
                 time_budget_s=experiment.time_budget_s,
+                reuse_actors=True,  # no new worker process (and imports) per trial
             ),
             run_config=tune.RunConfig(
                 name=experiment.name, storage_path=storage, callbacks=[callback],
