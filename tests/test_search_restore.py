@@ -49,7 +49,7 @@ def test_killed_driver_restores_without_duplicate_runs(tiny_synth: Path, tmp_pat
         "name": "restore", "data_root": str(tiny_synth), "synthetic_preset": None,
         "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": 4, "max_concurrent": 1,
         "scheduler": {"type": "fifo"}, "search_spaces": str(REPO / "search_spaces"),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 3,
+        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 4,
                   "ivr_percentiles": [30.0]},
         "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
     }))
@@ -68,11 +68,12 @@ def test_killed_driver_restores_without_duplicate_runs(tiny_synth: Path, tmp_pat
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         assert time.time() < deadline, "no trial finished in time"
         time.sleep(1)
-    time.sleep(3)
+    time.sleep(1.5)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     before = child_runs(uri)
-    assert len(before) < 4, "the search finished before the driver was killed"
+    finished = [r for r in before if r.info.status == "FINISHED"]
+    assert len(finished) < 4, "the search finished before the driver was killed"
 
     restored = subprocess.run([*command, "--restore"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=420)
