@@ -171,6 +171,24 @@ class MLflowTrialCallback(Callback):
             if error:
                 self.client.set_tag(self._run_for(trial), "wsol.failure_reason",
                                     _reason(str(error)))
+        self._retire_orphans({trial.trial_id for trial in trials})
+
+    def _retire_orphans(self, known: set[str]) -> None:
+        """Child runs that a killed driver made for trials Ray had not saved yet: the restored
+        search spent their budget on new trials, so unfinished ones are deleted (MLflow keeps
+        them restorable) and finished ones, real results, are only tagged."""
+        client = self.client
+        children = client.search_runs([self.experiment_id],
+                                      f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+        for run in children:
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if trial_id is None or trial_id in known:
+                continue
+            client.set_tag(run.info.run_id, "wsol.orphaned",
+                           "the driver died before Ray saved this trial")
+            if run.info.status != "FINISHED":
+                client.set_terminated(run.info.run_id, "KILLED")
+                client.delete_run(run.info.run_id)
 
     def _close(self, trial: Trial, error: str | None) -> None:
         run_id = self._run_for(trial)
