@@ -89,14 +89,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace):
-    import os
-
     from mlflow.tracking import MlflowClient
 
-    from wsol.tracking import DEFAULT_TRACKING_URI
+    from wsol.tracking import tracking_uri
 
-    return MlflowClient(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                        or DEFAULT_TRACKING_URI)
+    return MlflowClient(tracking_uri(args.tracking_uri))
 
 
 def _promote(args: argparse.Namespace) -> int:

@@ -13,13 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from mlflow.entities import Metric, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from wsol import runs
-from wsol.final import evaluate_checkpoint
+from wsol.final import evaluate_checkpoint, load_checkpoint
 from wsol.promote import refusal
 from wsol.tracking import mlflow_key
 
@@ -61,11 +60,11 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
         raise ValueError(f"will not evaluate {model} on test: {why}")
     pair = runs.pair_of(run)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = client.download_artifacts(run.info.run_id, "checkpoint/best.pt", tmp)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(
+            client.download_artifacts(run.info.run_id, "checkpoint/best.pt", tmp))
         _check_choices(state, run)
         pictures = Path(tmp) / "test"
-        score, _ = evaluate_checkpoint(checkpoint, data_root, metadata_root, device, batch_size,
+        score, _ = evaluate_checkpoint(state, data_root, metadata_root, device, batch_size,
                                        pictures=pictures)
         selected = state["metrics"]
         result: dict[str, Any] = {
@@ -105,9 +104,7 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
 
 def _count_evaluations(client: MlflowClient, run: Run, version: ModelVersion | None) -> int:
     """Test evaluations of this version (or of this trial run when no version was named)."""
-    found = runs.search(client, [run.info.experiment_id], "evaluation",
-                        trial_run_id=run.info.run_id)
-    if version is None:
-        return len(found)
-    return sum(1 for r in found if r.data.tags.get("wsol.model_name") == version.name
-               and r.data.tags.get("wsol.model_version") == str(version.version))
+    model = {} if version is None else {"model_name": version.name,
+                                         "model_version": str(version.version)}
+    return len(runs.search(client, [run.info.experiment_id], "evaluation",
+                           trial_run_id=run.info.run_id, **model))

@@ -25,13 +25,19 @@ from wsol.scoring.selection import Normalisation
 from wsol.train import resolve_device
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str | None = None,
                         metadata_root: str | None = None, device: str = "auto",
                         batch_size: int | None = None, pictures: Path | None = None,
                         ) -> tuple[SplitScore, dict[str, Any]]:
-    """Test metrics of `best.pt` with its stored choices; data roots may be re-pointed.
-    With `pictures` (a directory), also the test curves and overlays of the first images."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    """Test metrics of `best.pt` (a path, or its loaded state) with its stored choices; data
+    roots may be re-pointed. With `pictures` (a directory), also the test curves and overlays
+    of the first images."""
+    loaded = isinstance(checkpoint, dict)
+    state = checkpoint if loaded else load_checkpoint(checkpoint)
     values = dict(state["config"])
     if data_root is not None:
         values["data_root"] = data_root
@@ -39,7 +45,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
         values["metadata_root"] = metadata_root
     values["device"] = device
     values["weights"] = None  # the checkpoint holds every weight; no download needed
-    config = config_from_dict(values, str(checkpoint))
+    config = config_from_dict(values, "checkpoint" if loaded else str(checkpoint))
     selected = state["metrics"]
     normalisation = Normalisation(selected["normalisation"], selected["percentile"])
     torch_device = resolve_device(device)

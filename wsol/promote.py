@@ -84,7 +84,9 @@ def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None
     metrics = {r.data.tags.get("wsol.selected_selection_metric") for r in candidates}
     if len(metrics) > 1:
         raise PromotionError(f"ambiguous: trials were selected by different metrics {metrics}")
-    fingerprints = {_parent_tag(client, r, "wsol.dataset_fingerprint") for r in candidates}
+    parents = {r.data.tags.get(runs.PARENT_TAG) for r in candidates}
+    fingerprints = {client.get_run(p).data.tags.get("wsol.dataset_fingerprint", "") if p else ""
+                    for p in parents}
     if len(fingerprints) > 1:
         raise PromotionError(f"ambiguous: dataset {datasets[0]!r} has trials on "
                              f"{len(fingerprints)} different metadata versions")
@@ -102,11 +104,6 @@ def rank(run: Run) -> tuple[float, ...]:
     metrics = run.data.metrics
     return (metrics[runs.SCORE_METRIC],
             *(metrics.get(f"selected/{key}", float("-inf")) for key in TIE_BREAKERS))
-
-
-def _parent_tag(client: MlflowClient, run: Run, key: str) -> str:
-    parent = runs.parent_of(client, run)
-    return "" if parent is None else parent.data.tags.get(key, "")
 
 
 def promote(client: MlflowClient, method: str | None = None, backbone: str | None = None,
@@ -140,9 +137,10 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
         "trial_run_id": run.info.run_id,
         "search_run_id": tags.get(runs.PARENT_TAG, ""),
         "experiment_id": run.info.experiment_id,
-        "code_version": _parent_tag(client, run, "wsol.code_version"),
-        "dataset_fingerprint": _parent_tag(client, run, "wsol.dataset_fingerprint"),
     }
+    parent = runs.parent_of(client, run)
+    for key in ("code_version", "dataset_fingerprint"):
+        lineage[key] = "" if parent is None else parent.data.tags.get(f"wsol.{key}", "")
     score = run.data.metrics[runs.SCORE_METRIC]
     try:
         client.get_registered_model(name)

@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +42,16 @@ class PairResult:
     trials: list[Run] = field(default_factory=list)
     evaluations: list[Run] = field(default_factory=list)
 
-    @property
+    @cached_property
     def finished(self) -> list[Run]:
         return [r for r in self.trials if r.info.status == "FINISHED"
                 and runs.SCORE_METRIC in r.data.metrics]
 
-    @property
+    @cached_property
     def best(self) -> Run | None:
         return max(self.finished, key=lambda r: r.data.metrics[runs.SCORE_METRIC], default=None)
 
-    @property
+    @cached_property
     def latest_evaluation(self) -> Run | None:
         return max(self.evaluations, key=lambda r: r.info.start_time, default=None)
 

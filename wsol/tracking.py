@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -29,6 +30,11 @@ DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
 TRIAL_TAG = "wsol.ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 ARTIFACTS = ("best.pt", "metrics.json", "curves.json", "curves.png", "overlays.png")
+
+
+def tracking_uri(given: str | None = None) -> str:
+    """The flag or config value, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def mlflow_key(name: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from wsol.tracking import (
     MLflowTrialCallback,
     dataset_fingerprint,
     start_search_run,
+    tracking_uri,
 )
 
 METRIC, MODE = "score", "max"
@@ -91,9 +91,8 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
     """Returns the best train-fullsup score per pair and where to look."""
     spaces = load_spaces(experiment)
     prepare_data(experiment)
-    tracking_uri = (experiment.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                    or DEFAULT_TRACKING_URI)
-    if tracking_uri == DEFAULT_TRACKING_URI:
+    uri = tracking_uri(experiment.tracking_uri)
+    if uri == DEFAULT_TRACKING_URI:
         Path("mlruns").mkdir(exist_ok=True)
     metadata = experiment.metadata_root or str(Path(experiment.data_root) / "metadata")
     storage = _storage(experiment.storage_path)
@@ -115,10 +114,10 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
         experiment_id, run_id = parent["experiment_id"], parent["run_id"]
     else:
         experiment_id, run_id = start_search_run(
-            tracking_uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
+            uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
             dataset_fingerprint(metadata))
         _write_parent(experiment_dir, experiment_id, run_id)
-        callback = MLflowTrialCallback(tracking_uri, experiment_id, run_id, experiment.dataset)
+        callback = MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset)
         searcher = ConcurrencyLimiter(_searcher(experiment, spaces),
                                       max_concurrent=experiment.max_concurrent)
         tuner = tune.Tuner(
@@ -139,8 +138,8 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
             ),
         )
     grid = tuner.fit()
-    return _summary(grid, MLflowTrialCallback(tracking_uri, experiment_id, run_id,
-                                              experiment.dataset), tracking_uri)
+    return _summary(grid, MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset),
+                    uri)
 
 
 def _parent_file(experiment_dir: str) -> str:
