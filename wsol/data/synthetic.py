@@ -1,11 +1,13 @@
 """A synthetic WSOL benchmark written in the real metadata format.
 
 Every object has the same body (a textured ellipse); classes differ only by a small "head"
-part (its colour and shape) and, with probability `background_correlation`, by the
-background pattern. A classifier therefore learns the part and the background, which is
-exactly why CAM covers only the discriminative part and fires on background: the two
-failures MinMaxCAM, BGC and the weight map address. Ground truth is the whole body.
-"""
+part (its colour and shape). Under the first object lies a striped context patch (the duck's
+water) whose colour and stripes belong to the object's class with probability
+`background_correlation`. A classifier therefore learns the part and the context, which is
+exactly why CAM covers only the discriminative part and spills onto the context: the two
+failures MinMaxCAM, BGC and the weight map address. Ground truth is the whole body. The rest
+of the scene carries no class information, so a map that is low on the object and high
+everywhere else cannot score through hole contours."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import cv2
 import numpy as np
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# Bumped whenever the rendering changes, so data written by an older generator is detected.
+GENERATOR_VERSION = 2
 BODY_RGB = np.array([150.0, 128.0, 110.0])
 
 
@@ -26,13 +30,13 @@ class SynthConfig:
     """Knobs of the generator; presets below, any field overridable from the CLI."""
 
     classes: int = 8
-    train_per_class: int = 48
+    train_per_class: int = 96
     val_per_class: int = 5
     test_per_class: int = 25
     min_size: int = 64
     max_size: int = 96
-    object_scale: tuple[float, float] = (0.14, 0.28)
-    part_scale: float = 0.45
+    object_scale: tuple[float, float] = (0.12, 0.22)
+    part_scale: float = 0.6
     background_correlation: float = 0.8
     second_instance_prob: float = 0.2
     noise: float = 12.0
@@ -62,14 +66,14 @@ PRESETS: dict[str, SynthConfig] = {
 
 
 def _class_style(c: int) -> dict[str, float]:
-    """Fixed per-class look: part hue and shape, background hue, stripe angle and period."""
+    """Fixed per-class look: part hue and shape; context hue, stripe angle and period."""
     golden = 0.61803398875
     return {
         "part_hue": (c * golden) % 1.0,
         "part_shape": c % 3,
-        "bg_hue": (c * golden + 0.37) % 1.0,
-        "bg_angle": (c * 47.0) % 180.0,
-        "bg_period": 6.0 + (c % 4) * 3.0,
+        "context_hue": (c * golden + 0.37) % 1.0,
+        "context_angle": (c * 47.0) % 180.0,
+        "context_period": 4.0 + (c % 4) * 2.0,
     }
 
 
@@ -78,20 +82,38 @@ def _hue_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
-def _background(rng: np.random.Generator, h: int, w: int, style: dict[str, float]) -> np.ndarray:
+def _stripes(h: int, w: int, angle_deg: float, period: float, phase: float) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    angle = np.deg2rad(style["bg_angle"] + rng.normal(0, 5))
-    phase = rng.uniform(0, 2 * np.pi)
-    along = xx * np.cos(angle) + yy * np.sin(angle)
-    wave = np.sin(along * 2 * np.pi / style["bg_period"] + phase)
-    base = _hue_rgb(style["bg_hue"], 0.55, 0.75)
-    return base[None, None, :] * (0.8 + 0.2 * wave[..., None])
+    angle = np.deg2rad(angle_deg)
+    return np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + phase)
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A dull scene with broad stripes of random hue and angle: no class information."""
+    wave = _stripes(h, w, rng.uniform(0, 180), min(h, w) * rng.uniform(0.3, 0.6),
+                    rng.uniform(0, 2 * np.pi))
+    base = _hue_rgb(rng.uniform(), 0.2, 0.6)
+    return base[None, None, :] * (0.85 + 0.15 * wave[..., None])
+
+
+def _context(
+    rng: np.random.Generator, h: int, w: int, centre: tuple[float, float], a: float,
+    style: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask and texture of a striped patch under the object (the duck's water)."""
+    cx, cy = centre
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    mask = ((xx - cx) / (1.4 * a)) ** 2 + ((yy - cy - 0.8 * a) / (0.6 * a)) ** 2 <= 1.0
+    wave = _stripes(h, w, style["context_angle"] + rng.normal(0, 5), style["context_period"],
+                    rng.uniform(0, 2 * np.pi))
+    colour = _hue_rgb(style["context_hue"], 0.7, 0.8)
+    return mask, colour[None, None, :] * (0.7 + 0.3 * wave[..., None])
 
 
 def _instance(
     rng: np.random.Generator, h: int, w: int, cfg: SynthConfig, style: dict[str, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Masks (body, part) of one object at a random position, scale and orientation."""
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
+    """Masks (body, part), centre and semi-major axis of one object at a random pose."""
     side = min(h, w)
     a = side * rng.uniform(*cfg.object_scale)
     b = a * rng.uniform(0.45, 0.7)
@@ -111,7 +133,7 @@ def _instance(
         part = (np.abs(pu) <= r * 0.85) & (np.abs(pv) <= r * 0.85)
     else:
         part = (pu >= -r) & (np.abs(pv) <= (r - pu) * 0.55) & (pu <= r)
-    return body, part
+    return body, part, (cx, cy), a
 
 
 def render_image(
@@ -120,16 +142,18 @@ def render_image(
     """One RGB image (uint8), its instance masks and its ignore mask."""
     h = int(rng.integers(cfg.min_size, cfg.max_size + 1))
     w = int(rng.integers(cfg.min_size, cfg.max_size + 1))
-    bg_class = label
+    context_class = label
     if rng.random() >= cfg.background_correlation:
-        bg_class = int(rng.integers(cfg.classes))
-    image = _background(rng, h, w, _class_style(bg_class))
+        context_class = int(rng.integers(cfg.classes))
+    image = _background(rng, h, w)
     style = _class_style(label)
     count = 2 if rng.random() < cfg.second_instance_prob else 1
+    objects = [_instance(rng, h, w, cfg, style) for _ in range(count)]
+    mask, texture = _context(rng, h, w, objects[0][2], objects[0][3], _class_style(context_class))
+    image = np.where(mask[..., None], texture, image)
     instances: list[np.ndarray] = []
     part_rgb = _hue_rgb(style["part_hue"], 0.9, 0.95)
-    for _ in range(count):
-        body, part = _instance(rng, h, w, cfg, style)
+    for body, part, _, _ in objects:
         texture = rng.normal(0, 18, size=(h, w, 1))
         image = np.where(body[..., None], BODY_RGB + texture, image)
         image = np.where(part[..., None], part_rgb, image)
@@ -187,9 +211,26 @@ def generate(out: str | Path, cfg: SynthConfig, seed: int = 0) -> dict[str, int]
         split: _write_split(root, split, getattr(cfg, f"{split}_per_class"), cfg, seed)
         for split in SPLIT_CODES
     }
-    manifest = {"generator": "wsol.data.synthetic", "seed": seed, "config": dataclasses.asdict(cfg)}
-    (root / "synthetic.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (root / "synthetic.json").write_text(json.dumps(_manifest(cfg, seed), indent=2) + "\n")
     return counts
+
+
+def _manifest(cfg: SynthConfig, seed: int) -> dict[str, object]:
+    return {"generator": "wsol.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
+            "config": dataclasses.asdict(cfg)}
+
+
+def mismatch(root: str | Path, cfg: SynthConfig, seed: int) -> str | None:
+    """Why the benchmark under `root` differs from what `generate(root, cfg, seed)` writes."""
+    path = Path(root) / "synthetic.json"
+    if not path.exists():
+        return f"{path} is missing"
+    found = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(_manifest(cfg, seed)))
+    for key in ("version", "seed", "config"):
+        if found.get(key) != wanted[key]:
+            return f"{path}: {key} is {found.get(key)!r}, expected {wanted[key]!r}"
+    return None
 
 
 def config_with_overrides(preset: str, overrides: dict[str, str]) -> SynthConfig:

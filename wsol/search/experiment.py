@@ -19,7 +19,8 @@ class Experiment:
     dataset: str = "synthetic"
     data_root: str = "data/synthetic-demo"
     metadata_root: str | None = None
-    # Generate the synthetic benchmark with this preset when data_root does not exist yet.
+    # Generate the synthetic benchmark with this preset when data_root does not exist yet
+    # (and warn when the existing one was written with other knobs or an older generator).
     synthetic_preset: str | None = "demo"
     methods: list[str] = field(default_factory=lambda: ["cam", "minmaxcam", "bgc", "weightmap"])
     backbones: list[str] = field(default_factory=lambda: ["tiny"])

@@ -16,7 +16,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from wsol.config import config_from_dict
-from wsol.data.synthetic import PRESETS, generate
+from wsol.data.synthetic import PRESETS, generate, mismatch
 from wsol.search.experiment import Experiment
 from wsol.search.pairs import PairedASHA, PairedSearcher
 from wsol.search.trainable import search_trial, trial_config_values
@@ -80,11 +80,19 @@ def _storage(path: str) -> str:
 
 
 def prepare_data(experiment: Experiment) -> None:
+    """Generates a missing synthetic benchmark; warns (and keeps the data) when it is stale."""
     root = Path(experiment.data_root)
-    if not root.exists() and experiment.synthetic_preset:
-        print(f"generating the synthetic benchmark ({experiment.synthetic_preset}) in {root}",
-              file=sys.stderr)
-        generate(root, PRESETS[experiment.synthetic_preset], seed=experiment.seed)
+    preset = experiment.synthetic_preset
+    if not preset:
+        return
+    if not root.exists():
+        print(f"generating the synthetic benchmark ({preset}) in {root}", file=sys.stderr)
+        generate(root, PRESETS[preset], seed=experiment.seed)
+        return
+    reason = mismatch(root, PRESETS[preset], experiment.seed)
+    if reason:
+        print(f"warning: {root} is not the {preset!r} preset at seed {experiment.seed} of this "
+              f"version ({reason}); delete {root} to regenerate it", file=sys.stderr)
 
 
 def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
