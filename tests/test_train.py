@@ -153,3 +153,42 @@ def test_cli_train_with_flags_only(tiny_synth: Path, tmp_path: Path, capsys) -> 
     assert main(["train", "--method", "nosuch", "--data-root", str(tiny_synth),
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown method 'nosuch'" in capsys.readouterr().err
+
+
+def test_channels_last_changes_the_layout_not_the_training(tiny_synth: Path,
+                                                          tmp_path: Path) -> None:
+    from wsol.methods import build_method
+
+    method = build_method(config(tiny_synth, channels_last=True), 4, torch.device("cpu"))
+    conv = next(m for m in method.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = method.inputs(torch.rand(2, 3, 32, 32))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    plain = run_trial(config(tiny_synth, epochs=1), tmp_path / "plain", log=quiet)
+    nhwc = run_trial(config(tiny_synth, epochs=1, channels_last=True), tmp_path / "nhwc",
+                     log=quiet)
+    assert nhwc["history"][0]["loss/ce"] == pytest.approx(plain["history"][0]["loss/ce"],
+                                                          rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["cam", "minmaxcam"])
+def test_amp_runs_training_steps_in_reduced_precision(tiny_synth: Path, tmp_path: Path,
+                                                      monkeypatch, method: str) -> None:
+    from wsol.methods import METHODS
+
+    cls = METHODS.get(method)
+    seen: list[bool] = []
+    original = cls.train_batch
+
+    def recording(self, images, labels, epoch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, images, labels, epoch)
+
+    monkeypatch.setattr(cls, "train_batch", recording)
+    params = {"classes_per_batch": 2, "set_size": 2} if method == "minmaxcam" else {}
+    summary = run_trial(config(tiny_synth, method=method, amp=True, params=params),
+                        tmp_path, log=quiet)
+    assert seen and all(seen)
+    assert all(torch.isfinite(torch.tensor(h["loss/ce"])) for h in summary["history"])
+    state = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    assert all(v.dtype != torch.bfloat16 for v in state.values())

@@ -50,6 +50,11 @@ class TrialConfig:
     pas_percentile: float = 90.0
     seed: int = 0
     device: str = "auto"
+    # Mixed precision for training steps (float16 with loss scaling on CUDA, bfloat16 on CPU);
+    # score maps for evaluation are always computed in float32.
+    amp: bool = False
+    # NHWC memory layout for the model and its inputs (faster convolutions on tensor cores).
+    channels_last: bool = False
     num_workers: int = 0
     params: dict[str, Any] = field(default_factory=dict)
 

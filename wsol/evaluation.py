@@ -96,7 +96,7 @@ def infer(method: Method, loader: DataLoader, device: torch.device) -> Iterator[
     method.model.eval()
     with torch.no_grad():
         for images, labels, indices in loader:
-            maps, logits = method.scoremaps(images.to(device), labels.to(device))
+            maps, logits = method.scoremaps(method.inputs(images), labels.to(device))
             yield RawBatch(maps.float().cpu(), None if logits is None else logits.float().cpu(),
                            labels, indices)
 

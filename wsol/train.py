@@ -116,7 +116,9 @@ class Trial:
         started = time.perf_counter()
         loader = self._train_loader(epoch)
         for images, labels, _ in loader:
-            values = self.method.train_batch(images.to(self.device), labels.to(self.device), epoch)
+            with self.method.autocast():
+                values = self.method.train_batch(self.method.inputs(images),
+                                                 labels.to(self.device), epoch)
             for name, value in values.items():
                 totals[name] = totals.get(name, 0.0) + value
             steps += 1

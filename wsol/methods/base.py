@@ -42,6 +42,11 @@ class Method:
         self.num_classes = num_classes
         self.device = device
         self.model = self.build_model().to(device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # Loss scaling is needed for float16 only; disabled, it passes values through.
+        self.scaler = torch.amp.GradScaler(device.type,
+                                           enabled=config.amp and device.type == "cuda")
         self.optimizers: dict[str, torch.optim.Optimizer] = self.build_optimizers()
         self._base_lrs = {
             name: [group["lr"] for group in opt.param_groups]
@@ -95,6 +100,16 @@ class Method:
 
     # Shared machinery ----------------------------------------------------------------------
 
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch on the method's device, in the model's memory layout."""
+        layout = torch.channels_last if self.config.channels_last else torch.preserve_format
+        return images.to(self.device, memory_format=layout)
+
+    def autocast(self) -> torch.autocast:
+        """The precision context of training steps (a no-op unless `amp`)."""
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.amp)
+
     def set_epoch(self, epoch: int) -> None:
         """Step decay by 10 at each of `lr_milestones` (the reference's MultiStepLR)."""
         factor = 0.1 ** sum(epoch >= m for m in self.config.lr_milestones)
@@ -109,14 +124,17 @@ class Method:
             raise NonFiniteLossError(f"non-finite loss in epoch {epoch}: {values}")
         opt = self.optimizers[optimizer]
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        with torch.autocast(self.device.type, enabled=False):
+            self.scaler.scale(total).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
         return values
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], with_optimizers: bool = True) -> None:
@@ -124,6 +142,7 @@ class Method:
         if with_optimizers:
             for name, opt in self.optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
+            self.scaler.load_state_dict(state["scaler"])
 
 
 METHODS: Registry[type[Method]] = Registry("method")
