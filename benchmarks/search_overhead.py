@@ -2,13 +2,16 @@
 trials (one at a time, same values, same two threads) through Ray Tune + MLflow (SQLite).
 
 Reports the whole search call, the search without Ray's start-up (paid once per cluster), and
-the time Tune measured inside the trials (time_total_s) against the direct runs. Run:
+the time Tune measured inside the trials (time_total_s) against the direct runs in this
+process (imports already paid), and the whole call against running `wsol train` N times from
+the shell (each run pays Python's start-up and the torch imports, as a user's would). Run:
 .venv/bin/python benchmarks/search_overhead.py --json benchmarks/results/search_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +59,14 @@ def main() -> None:
             run_trial(config_from_dict(base, "overhead"), work / f"direct-{index}",
                       log=lambda _: None)
         direct = time.perf_counter() - started
+        config_file = work / "trial.yaml"
+        config_file.write_text(yaml.safe_dump(base))
+        started = time.perf_counter()
+        for index in range(args.trials):
+            subprocess.run([sys.executable, "-m", "wsol.cli", "train", "--config",
+                            str(config_file), "--out", str(work / f"cli-{index}")],
+                           check=True, capture_output=True)
+        direct_cli = time.perf_counter() - started
 
         experiment = load_experiment(REPO / "experiments" / "synthetic-demo.yaml", {
             "name": "overhead", "methods": ["cam"], "trials_per_pair": args.trials,
@@ -74,6 +85,8 @@ def main() -> None:
     write_result(args.json, "search_overhead", {
         "trial": "demo cam/tiny, 6 epochs, 64 px, fixed lr and weight decay",
         "trials": args.trials, "threads": threads, "seconds_direct": direct,
+        "seconds_direct_cli": direct_cli,
+        "overhead_percent_against_cli": 100 * (search - direct_cli) / direct_cli,
         "seconds_search": search, "seconds_ray_start": ray_start,
         "seconds_inside_trials": in_trials,
         "overhead_percent": 100 * (search - direct) / direct,
