@@ -22,7 +22,7 @@ def client(tmp_path: Path) -> MlflowClient:
 
 def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str = "FINISHED",
           selected_on: str = "train-fullsup", reason: str | None = None,
-          pxap: float | None = None) -> str:
+          pxap: float | None = None, parent: str | None = None) -> str:
     name = "searches"
     found = client.get_experiment_by_name(name)
     experiment = found.experiment_id if found else client.create_experiment(name)
@@ -32,6 +32,8 @@ def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str 
             "wsol.selected_normalisation": "minmax"}
     if reason:
         tags["wsol.failure_reason"] = reason
+    if parent:
+        tags["mlflow.parentRunId"] = parent
     run_id = client.create_run(experiment, tags=tags).info.run_id
     client.log_metric(run_id, "selected/score", score)
     client.log_metric(run_id, "selected/MaxBoxAccV2", score)
@@ -72,6 +74,33 @@ def test_equal_scores_are_told_apart_by_the_other_train_fullsup_metrics(client):
     trial(client, 60.0, pxap=40.0)
     better = trial(client, 60.0, pxap=41.0)
     assert promote(client, "cam", "vgg16").run_id == better
+
+
+def search_run(client: MlflowClient, fingerprint: str) -> str:
+    experiment = client.get_experiment_by_name("searches")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        "searches")
+    return client.create_run(experiment_id, tags={
+        "wsol.kind": "search", "wsol.dataset_fingerprint": fingerprint}).info.run_id
+
+
+def test_search_option_picks_one_search_among_data_versions(client):
+    old, new = search_run(client, "v1"), search_run(client, "v2")
+    trial(client, 70.0, parent=old)
+    best_new = trial(client, 60.0, parent=new)
+    trial(client, 50.0, parent=new)
+    with pytest.raises(PromotionError, match="2 different metadata versions; pass --search"):
+        promote(client, "cam", "vgg16")
+    assert promote(client, "cam", "vgg16", searches=[new]).run_id == best_new
+    with pytest.raises(ValueError, match=f"run {best_new} is not a search's parent run"):
+        promote(client, "cam", "vgg16", searches=[best_new])
+    from wsol.report import collect
+
+    (only_new,) = collect(client, None, [new])
+    assert len(only_new.trials) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in only_new.trials} == {new}
+    (everything,) = collect(client, None)
+    assert len(everything.trials) == 3
 
 
 def test_nothing_to_promote_and_mismatched_run(client):

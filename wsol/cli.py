@@ -100,7 +100,7 @@ def _promote(args: argparse.Namespace) -> int:
     from wsol.promote import previous_alias, promote
 
     promotion = promote(_client(args), args.method, args.backbone, args.dataset, args.alias,
-                        args.experiment, args.run_id)
+                        args.experiment, args.run_id, args.search)
     replaced = (f"; version {promotion.previous_version} is now @{previous_alias(args.alias)}"
                 if promotion.previous_version else "")
     print(f"{promotion.model_uri} -> version {promotion.version} (run {promotion.run_id}, "
@@ -127,7 +127,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from wsol.report import build_report
 
-    summary = build_report(_client(args), Path(args.out), args.experiment, log=not args.no_log)
+    summary = build_report(_client(args), Path(args.out), args.experiment, log=not args.no_log,
+                           searches=args.search)
     print((Path(args.out) / "report.md").read_text())
     print(f"written to {args.out}: {', '.join(summary['files'])}")
     if summary["report_run_id"]:
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--alias", default="champion")
     promote.add_argument("--experiment", action="append",
                          help="only these MLflow experiments (repeatable; default all)")
+    promote.add_argument("--search", action="append", help="only trials of this search (its "
+                         "parent run id, printed by search.py; repeatable)")
     promote.add_argument("--run-id", help="promote this trial run instead of the best")
     promote.add_argument("--json", help="write model_uri, version, run_id, ... here")
     promote.set_defaults(run=_promote)
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report", help="folder for the tables and plots")
     report.add_argument("--experiment", action="append",
                         help="only these MLflow experiments (repeatable; default all)")
+    report.add_argument("--search", action="append", help="only trials of this search (its "
+                        "parent run id, printed by search.py; repeatable)")
     report.add_argument("--no-log", action="store_true", help="do not log a report run")
     report.set_defaults(run=_report)
     return parser

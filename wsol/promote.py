@@ -66,10 +66,13 @@ def refusal(run: Run) -> str | None:
 
 
 def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None,
-           experiments: list[str] | None) -> Run:
+           experiments: list[str] | None, searches: list[str] | None = None) -> Run:
     """The one best promotable trial; anything unclear is refused with the reason."""
     ids = runs.experiment_ids(client, experiments)
-    found = runs.search(client, ids, "trial", method=method, backbone=backbone, dataset=dataset)
+    if searches:
+        runs.check_searches(client, searches)
+    found = runs.search(client, ids, "trial", searches, method=method, backbone=backbone,
+                        dataset=dataset)
     if not found:
         where = f" on dataset {dataset!r}" if dataset else ""
         raise PromotionError(f"no trial runs for method {method!r}, backbone {backbone!r}{where}")
@@ -89,7 +92,8 @@ def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None
                     for p in parents}
     if len(fingerprints) > 1:
         raise PromotionError(f"ambiguous: dataset {datasets[0]!r} has trials on "
-                             f"{len(fingerprints)} different metadata versions")
+                             f"{len(fingerprints)} different metadata versions; pass --search "
+                             "with the parent run id of one search")
     top = max(map(rank, candidates))
     best = [r for r in candidates if rank(r) == top]
     if len(best) > 1:
@@ -108,7 +112,8 @@ def rank(run: Run) -> tuple[float, ...]:
 
 def promote(client: MlflowClient, method: str | None = None, backbone: str | None = None,
             dataset: str | None = None, alias: str = "champion",
-            experiments: list[str] | None = None, run_id: str | None = None) -> Promotion:
+            experiments: list[str] | None = None, run_id: str | None = None,
+            searches: list[str] | None = None) -> Promotion:
     if run_id is not None:
         run = client.get_run(run_id)
         why = refusal(run)
@@ -123,7 +128,7 @@ def promote(client: MlflowClient, method: str | None = None, backbone: str | Non
     else:
         if method is None or backbone is None:
             raise PromotionError("name --method and --backbone (or --run-id)")
-        run = choose(client, method, backbone, dataset, experiments)
+        run = choose(client, method, backbone, dataset, experiments, searches)
     return register(client, run, alias)
 
 

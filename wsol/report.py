@@ -63,13 +63,22 @@ class PairResult:
         return None if run is None else run.data.metrics.get(key)
 
 
-def collect(client: MlflowClient, experiments: list[str] | None) -> list[PairResult]:
+def collect(client: MlflowClient, experiments: list[str] | None,
+            searches: list[str] | None = None) -> list[PairResult]:
+    """Trials per pair (of the given searches only, if any) and the evaluations of models
+    promoted from those trials."""
     ids = runs.experiment_ids(client, experiments)
+    if searches:
+        runs.check_searches(client, searches)
     results: dict[runs.Pair, PairResult] = {}
-    for run in runs.search(client, ids, "trial"):
+    trial_ids = set()
+    for run in runs.search(client, ids, "trial", searches):
         pair = runs.pair_of(run)
         results.setdefault(pair, PairResult(pair)).trials.append(run)
+        trial_ids.add(run.info.run_id)
     for run in runs.search(client, ids, "evaluation"):
+        if searches and run.data.tags.get("wsol.trial_run_id") not in trial_ids:
+            continue
         if runs.pair_of(run) in results:
             results[runs.pair_of(run)].evaluations.append(run)
     order = {name: i for i, name in enumerate((BASELINE, "minmaxcam", "bgc", "weightmap"))}
@@ -242,11 +251,12 @@ def plot_studies(results: list[PairResult], out: Path) -> list[Path]:
 
 
 def build_report(client: MlflowClient, out: Path, experiments: list[str] | None = None,
-                 log: bool = True) -> dict[str, Any]:
-    results = collect(client, experiments)
+                 log: bool = True, searches: list[str] | None = None) -> dict[str, Any]:
+    results = collect(client, experiments, searches)
     if not results:
         raise ValueError("no trial runs found in MLflow"
-                         + (f" (experiments {experiments})" if experiments else ""))
+                         + (f" (experiments {experiments})" if experiments else "")
+                         + (f" (searches {searches})" if searches else ""))
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table(results)
     write_markdown(header, rows, out / "report.md")

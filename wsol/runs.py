@@ -6,7 +6,7 @@ names live here and in `wsol.tracking`, nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from mlflow.entities import Run
@@ -53,8 +53,18 @@ def _quote(value: str) -> str:
     return f"'{value}'"
 
 
-def search(client: MlflowClient, ids: list[str], kind: str, **tags: str | None) -> list[Run]:
-    """Every run of a kind ('trial', 'search', 'evaluation') with the given tag values."""
+def check_searches(client: MlflowClient, searches: Collection[str]) -> None:
+    """Each id must be a search's parent run (as `search.py` prints it)."""
+    for run_id in searches:
+        kind = client.get_run(run_id).data.tags.get(KIND_TAG)
+        if kind != "search":
+            raise ValueError(f"run {run_id} is not a search's parent run ({KIND_TAG}={kind!r})")
+
+
+def search(client: MlflowClient, ids: list[str], kind: str,
+           searches: Collection[str] | None = None, **tags: str | None) -> list[Run]:
+    """Every run of a kind ('trial', 'search', 'evaluation') with the given tag values;
+    trial runs only from the given searches (parent run ids), if any."""
     if not ids:
         return []
     clauses = [f"tags.`{KIND_TAG}` = {_quote(kind)}"]
@@ -66,7 +76,10 @@ def search(client: MlflowClient, ids: list[str], kind: str, **tags: str | None) 
         runs.extend(page)
         token = page.token
         if not token:
-            return runs
+            break
+    if searches:
+        runs = [r for r in runs if r.data.tags.get(PARENT_TAG) in searches]
+    return runs
 
 
 def parent_of(client: MlflowClient, run: Run) -> Run | None:
