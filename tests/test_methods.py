@@ -36,14 +36,32 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 # MinMaxCAM --------------------------------------------------------------------------------
 
 def test_crr_and_frr_on_hand_made_features() -> None:
-    # one set of S = 3: pairwise squared distances 25, 1, 16 (each counted twice)
+    # one set of S = 3, K = 2: pairwise squared distances 25, 18, 1 (each counted twice), each
+    # a mean over the K = 2 channels
     features = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 3.0]])
-    expected_crr = 2 * (25 + 18 + 1) / (3 * 2)
+    expected_crr = 2 * (25 + 18 + 1) / 2 / (3 * 2)
     assert float(common_region_loss(features, 3)) == pytest.approx(expected_crr)
     two_sets = torch.cat([features, features + 7])
     assert float(common_region_loss(two_sets, 3)) == pytest.approx(expected_crr)
     full = torch.tensor([[1.0, 0.0], [3.0, 4.0], [3.0, 1.0]])
-    assert float(full_region_loss(features, full)) == pytest.approx((1 + 0 + 4) / 3)
+    assert float(full_region_loss(features, full)) == pytest.approx((1 + 0 + 4) / 2 / 3)
+
+
+def test_crr_and_frr_use_the_mean_over_channels() -> None:
+    """Two sets of S = 2 images, K = 3 channels; ||.||^2 is the authors' MSE (mean over K).
+
+    Set 1: f0 = (1, 2, 3), f1 = (2, 0, 3): squared differences (1, 4, 0), mean 5/3. With S = 2
+    CRR = 1/(2*1) * (5/3 + 5/3) = 5/3.
+    Set 2: f2 = (0, 0, 0), f3 = (1, 1, 1): squared differences (1, 1, 1), mean 1, CRR = 1.
+    CRR over the batch = (5/3 + 1) / 2 = 4/3 (summed over channels it would be (5 + 3) / 2 = 4).
+    FRR with f^o = (1, 2, 1), (2, 0, 3), (0, 3, 0), (1, 1, 1): squared differences (0, 0, 4),
+    0, (0, 9, 0), 0 -> means 4/3, 0, 3, 0; per set (4/3 + 0)/2 = 2/3 and (3 + 0)/2 = 3/2,
+    over the batch (2/3 + 3/2) / 2 = 13/12 (summed over channels: 13/4).
+    """
+    masked = torch.tensor([[1.0, 2.0, 3.0], [2.0, 0.0, 3.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    full = torch.tensor([[1.0, 2.0, 1.0], [2.0, 0.0, 3.0], [0.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
+    assert float(common_region_loss(masked, 2)) == pytest.approx(4 / 3)
+    assert float(full_region_loss(masked, full)) == pytest.approx(13 / 12)
 
 
 def test_stage_two_updates_only_the_linear_layer_through_h() -> None:
@@ -109,8 +127,40 @@ def test_norm_loss_plain_and_fine_grained() -> None:
     cos_all = torch.tensor([[[[0.9, -0.5, -0.2]], [[-0.1, 0.3, -0.4]]]])
     # fg (S > 0): 1.0; bg (S < 0): 0.4, 0.2
     assert float(norm_loss(norm_hat, similarity, cos_all, False)) == pytest.approx(-1.0 + 0.3)
-    # fine-grained bg: every class <= 0 -> only the last position
-    assert float(norm_loss(norm_hat, similarity, cos_all, True)) == pytest.approx(-1.0 + 0.2)
+    # fine-grained: fg = some class > 0 -> 1.0, 0.4 (the middle one through class 1);
+    # bg = every class <= 0 -> only the last position
+    assert float(norm_loss(norm_hat, similarity, cos_all, True)) == pytest.approx(-0.7 + 0.2)
+
+
+def test_bgc_losses_from_hand_made_features() -> None:
+    """L_sim and L_norm end to end from a 1 x 4 feature map, K = 2, two classes, target 0.
+
+    w0 = (1, 0), w1 = (0, 1). Positions: u0 = (3, 0), u1 = (-3, 4), u2 = (0, -2), u3 = (-1, 0).
+    Norms 3, 5, 2, 1 -> min-max normalised 0.5, 1, 0.25, 0.
+    cos to class 0 (S): 1, -0.6, 0, -1; cos to class 1: 0, 0.8, -1, 0.
+    L_sim (tau_fg 0.6, tau_bg 0.1): fg = {u1} (S -0.6), bg = {u3} (S -1): 0.6 - 1 = -0.4.
+    L_norm, general: fg = {S > 0} = {u0} (0.5), bg = {S < 0} = {u1, u3} (mean 0.5): 0.
+    L_norm, fine-grained: max over classes 1, 0.8, 0, 0 -> fg = {u0, u1} (mean 0.75), bg =
+    {u2, u3} (mean 0.125): -0.625. u1 has a negative target cosine but a positive one to
+    class 1: it is foreground, not background (with a target-class fg it would be neither,
+    giving -0.5 + 0.125 = -0.375).
+    """
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    features = torch.tensor([[3.0, -3.0, 0.0, -1.0], [0.0, 4.0, -2.0, 0.0]])[None, :, None, :]
+    similarity, norm_hat, cos_all = similarity_and_norm(features, weights, torch.tensor([0]))
+    torch.testing.assert_close(similarity, torch.tensor([[[1.0, -0.6, 0.0, -1.0]]]))
+    torch.testing.assert_close(norm_hat, torch.tensor([[[0.5, 1.0, 0.25, 0.0]]]))
+    assert float(similarity_loss(similarity, norm_hat, 0.6, 0.1)) == pytest.approx(-0.4)
+    assert float(norm_loss(norm_hat, similarity, cos_all, False)) == pytest.approx(0.0, abs=1e-6)
+    assert float(norm_loss(norm_hat, similarity, cos_all, True)) == pytest.approx(-0.625)
+
+
+def test_bgc_defaults_are_the_cub_vgg16_setting() -> None:
+    """One coherent row of the paper (CUB, VGG16, Sec. 5.4), fine-grained L_norm included."""
+    assert make("bgc").hp == {
+        "lambda_sim": 0.5, "lambda_norm": 0.15, "lambda_drop": 3.0, "tau_fg": 0.6,
+        "tau_bg": 0.1, "gamma": 0.8, "p": 0.5, "warm": 20, "fine_grained": True,
+    }
 
 
 def test_masked_mean_of_an_empty_region_is_zero() -> None:
@@ -173,6 +223,41 @@ def test_weightmap_generator_trains_against_a_frozen_classifier() -> None:
         assert torch.equal(value, f_after[key]), f"f changed in the generator phase: {key}"
     assert any(not torch.equal(v, g_before[k]) for k, v in method.model.g.state_dict().items())
     assert not method.evaluates(0) and method.evaluates(1)
+
+
+def test_weightmap_l1_is_the_mean_of_the_map() -> None:
+    """lambda * mean |M| over pixels and images: in [0, 1], the scale of the paper's lambda = 1."""
+    method = make("weightmap", generator_encoder="tiny", classifier_epochs=1)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    method.model.train()
+    with torch.no_grad():
+        expected = float(method.model.g(images).mean())  # train-mode BN: as in the step
+    losses = method.train_batch(images, labels, epoch=1)
+    assert losses["l1"] == pytest.approx(expected, rel=1e-5)
+    assert 0 < losses["l1"] < 1
+
+
+def test_weightmap_f_is_a_plain_resnet_at_one_rate() -> None:
+    """The paper's f: torchvision's ResNet18 (stride 32) + one linear layer, a single lr."""
+    config = TrialConfig(method="weightmap", backbone="resnet18", epochs=3, lr=0.003,
+                         lr_classifier_ratio=10.0,
+                         params={"generator_encoder": "tiny", "classifier_epochs": 1})
+    torch.manual_seed(0)
+    method = build_method(config, num_classes=3, device=CPU)
+    logits, features = method.model.f(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, 512, 2, 2) and logits.shape == (2, 3)  # 64 / 32 = 2
+    (group,) = method.optimizers["f"].param_groups
+    assert group["lr"] == pytest.approx(0.003)
+    assert {id(p) for p in group["params"]} == {id(p) for p in method.model.f.parameters()}
+
+
+def test_weightmap_f_has_one_rate_on_the_tiny_backbone_too() -> None:
+    method = make("weightmap", generator_encoder="tiny", classifier_epochs=1, variant="II",
+                  set_size=2, classes_per_batch=2)
+    (group,) = method.optimizers["f"].param_groups
+    expected = [*method.model.f.parameters(), *method.model.embed.parameters()]
+    assert {id(p) for p in group["params"]} == {id(p) for p in expected}
+    assert group["lr"] == pytest.approx(method.config.lr)
 
 
 def test_weightmap_method_two_uses_triplets() -> None:

@@ -1,71 +1,110 @@
-"""Backbones, weight loading up to the download, parameter groups, the generator."""
+"""Backbone architectures against the reference code, parameter groups, the generator.
+
+Weight loading is tested in test_backbone_weights.py.
+"""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
-import torchvision
-import torchvision.models as tvm
-import torchvision.models._api
+from torch import nn
 
 from wsol.models.backbones import BACKBONES, build_backbone
 from wsol.models.classifier import CAMClassifier
 from wsol.models.generator import UNetGenerator
 
+# (backbone, large_feature_map) -> ((channels, side) of the stem's output, where BGC's
+# attentive dropout acts; (channels, side) of the feature map), at a 224x224 input.
+# Sides of the feature map as the reference code gives them:
+# - vgg16: clovaai/wsolevaluation wsol/vgg.py, configs_dict["cam"]: "14x14" (pool1-4, no pool5)
+#   and "28x28" (no pool4 either). Stem: up to conv4_3, before pool4 (BGC Sec. 5.1).
+# - resnet50: wsolevaluation wsol/resnet.py ResNetCam: layer4 stride 1 -> 14; with
+#   large_feature_map layer3 stride 1 too -> 28. Stem: up to layer4[0] (BGC Sec. 5.1).
+# - resnet18: no reference; resnet50's recipe, so the same sides.
+# - mobilenet_v2: shadowwkl/MinMaxCAM network_general.py MobileNetV2, strides 1,2,2,1,1,1,1
+#   after the stride-2 first conv -> stride 8 -> 28. Stem: blocks 0-13 (96 channels).
+# - inception_v3: wsolevaluation wsol/inception.py InceptionCam: 224 -> 112 (padded 1a) -> 110
+#   -> 56 (ceil pool) -> 54 -> 28 (ceil pool) -> Mixed_5* 28 -> extra ceil pool 14 (skipped
+#   with large_feature_map) -> Mixed_6a at stride 1 -> 14 (or 28).
+# - tiny: ours, stride 4 -> 56.
+# None: the backbone refuses large_feature_map=True.
+FEATURE_MAPS: dict[tuple[str, bool], tuple[tuple[int, int], tuple[int, int]] | None] = {
+    ("vgg16", False): ((512, 28), (1024, 14)),
+    ("vgg16", True): ((512, 28), (1024, 28)),
+    ("resnet50", False): ((2048, 14), (2048, 14)),
+    ("resnet50", True): ((2048, 28), (2048, 28)),
+    ("resnet18", False): ((512, 14), (512, 14)),
+    ("resnet18", True): ((512, 28), (512, 28)),
+    ("mobilenet_v2", False): ((96, 28), (1280, 28)),
+    ("mobilenet_v2", True): None,
+    ("inception_v3", False): ((288, 28), (1024, 14)),
+    ("inception_v3", True): ((288, 28), (1024, 28)),
+    ("tiny", False): ((128, 56), (128, 56)),
+    ("tiny", True): None,
+}
+SUPPORTED = [key for key, sizes in FEATURE_MAPS.items() if sizes is not None]
+REFUSED = [key for key, sizes in FEATURE_MAPS.items() if sizes is None]
 
-@pytest.mark.parametrize(
-    ("name", "kwargs", "channels", "side"),
-    [
-        ("vgg16", {}, 1024, 14),
-        ("resnet50", {}, 2048, 14),
-        ("resnet50", {"large_feature_map": True}, 2048, 28),
-        ("resnet18", {}, 512, 14),
-        ("mobilenet_v2", {}, 1280, 14),
-        ("inception_v3", {}, 1024, 12),
-        ("tiny", {}, 128, 56),
-    ],
-)
-def test_feature_map_sizes_at_224(name: str, kwargs: dict, channels: int, side: int) -> None:
-    backbone = build_backbone(name, None, **kwargs).eval()
+
+def test_every_registered_backbone_is_in_the_table() -> None:
+    assert set(BACKBONES.names()) == {"vgg16", "resnet50", "resnet18", "mobilenet_v2",
+                                       "inception_v3", "tiny"}
+    assert set(FEATURE_MAPS) == {(n, large) for n in BACKBONES.names() for large in (False, True)}
+
+
+@pytest.mark.parametrize(("name", "large"), SUPPORTED)
+def test_feature_map_sizes_at_224(name: str, large: bool) -> None:
+    (stem_channels, stem_side), (channels, side) = FEATURE_MAPS[(name, large)]
+    backbone = build_backbone(name, None, large_feature_map=large).eval()
     with torch.no_grad():
-        features = backbone(torch.randn(1, 3, 224, 224))
+        middle = backbone.stem(torch.randn(1, 3, 224, 224))
+        features = backbone.head(middle)
+    assert middle.shape == (1, stem_channels, stem_side, stem_side)
     assert features.shape == (1, channels, side, side)
     assert backbone.out_channels == channels
 
 
-def test_every_registered_backbone_is_tested() -> None:
-    assert set(BACKBONES.names()) == {"vgg16", "resnet50", "resnet18", "mobilenet_v2",
-                                       "inception_v3", "tiny"}
+@pytest.mark.parametrize(("name", "large"), REFUSED)
+def test_large_feature_map_is_refused_where_the_reference_has_none(name: str, large: bool) -> None:
+    with pytest.raises(ValueError, match=rf"{name} has no large_feature_map setting"):
+        build_backbone(name, None, large_feature_map=large)
 
 
-def test_weights_from_a_local_file(tmp_path) -> None:
-    source = tvm.resnet18(weights=None)
-    path = tmp_path / "resnet18.pth"
-    torch.save(source.state_dict(), path)
-    backbone = build_backbone("resnet18", str(path))
-    assert torch.equal(backbone.stem[0].weight, source.conv1.weight)
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_builder_takes_weights_and_large_feature_map(name: str) -> None:
+    """The method layer passes both to any backbone."""
+    parameters = inspect.signature(BACKBONES.get(name)).parameters
+    assert parameters["weights"].default is None
+    assert parameters["large_feature_map"].default is False
 
 
-def test_weights_file_errors_name_the_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
-        build_backbone("resnet18", str(tmp_path / "nowhere.pth"))
-    wrong = tmp_path / "vgg.pth"
-    torch.save(tvm.vgg11(weights=None).state_dict(), wrong)
-    with pytest.raises(ValueError, match=r"vgg\.pth"):
-        build_backbone("resnet18", str(wrong))
+def test_inception_follows_the_reference_layout() -> None:
+    """wsolevaluation wsol/inception.py InceptionCam, beyond what the sizes show."""
+    backbone = build_backbone("inception_v3", None)
+    stem, head = backbone.stem, backbone.head
+    assert stem.Conv2d_1a_3x3.conv.padding == (1, 1)
+    assert [(p.padding, p.ceil_mode) for p in (stem.maxpool1, stem.maxpool2, head.maxpool3)] == [
+        (1, True), (1, True), (0, True)]
+    mixed_6a = head.Mixed_6a
+    for conv in (mixed_6a.branch3x3.conv, mixed_6a.branch3x3dbl_3.conv):
+        assert (conv.stride, conv.padding) == ((1, 1), (1, 1))
+    assert [m.p for m in head.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5, 0.5]
+    convs = [head.SPG_A3_1b[0], head.SPG_A3_2b[0]]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (768, 1024, (3, 3)), (1024, 1024, (3, 3))]
+    new = {id(p) for p in backbone.parameters() if backbone.is_new(p)}
+    assert new == {id(p) for c in convs for p in c.parameters()}
 
 
-def test_imagenet_weights_go_through_torchvision_download(monkeypatch) -> None:
-    """No network here: stop at the download and check what torchvision asked for."""
-    requested = []
-
-    def fake_download(url: str, *args, **kwargs):
-        requested.append(url)
-        return tvm.resnet50(weights=None).state_dict()
-
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
-    build_backbone("resnet50", "imagenet")
-    assert requested == [tvm.ResNet50_Weights.DEFAULT.url]
+def test_inception_dropout_acts_in_training_only() -> None:
+    """The reference's three dropouts are in the backbone: random in train, off in eval."""
+    head = build_backbone("inception_v3", None).head
+    middle = torch.randn(2, 288, 6, 6)  # what the stem gives for a small image
+    with torch.no_grad():
+        assert not torch.equal(head.train()(middle), head(middle))
+        assert torch.equal(head.eval()(middle), head(middle))
 
 
 def test_parameter_groups_give_new_layers_the_larger_rate() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from wsol.paths import relative_to_file
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the key."""
@@ -20,7 +22,8 @@ class ConfigError(ValueError):
 class TrialConfig:
     method: str = "cam"
     backbone: str = "tiny"
-    # None: random init; "imagenet": torchvision download; or a path to a state dict.
+    # None: random init; "imagenet": torchvision's IMAGENET1K_V1 download (the weights the
+    # papers start from); or a path to a state dict.
     weights: str | None = None
     large_feature_map: bool = False
     data_root: str = "data/synthetic-demo"
@@ -117,6 +120,24 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrialCon
         raise ConfigError(f"{source}: {error}") from None
 
 
+# Keys of a trial config that name inputs; `weights` also takes the names below.
+FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "mask_root", "weights")
+WEIGHT_NAMES = ("imagenet",)
+
+
+def paths_relative_to_file(values: dict[str, Any], keys: tuple[str, ...],
+                           file: Path) -> dict[str, Any]:
+    """Relative paths written in `file` are relative to its folder (the rule of wsol.paths).
+
+    Values that are not strings are left for the type checks, which name the key."""
+    resolved = dict(values)
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, str) and not (key == "weights" and value in WEIGHT_NAMES):
+            resolved[key] = relative_to_file(value, file)
+    return resolved
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrialConfig:
     """YAML file (optional) merged with overrides (e.g. CLI flags) over the defaults."""
     values: dict[str, Any] = {}
@@ -131,6 +152,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"{path}: not valid YAML: {error}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-        values.update(loaded or {})
+        values.update(paths_relative_to_file(loaded or {}, FILE_RELATIVE_KEYS, Path(path)))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(values, source)

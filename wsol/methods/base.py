@@ -55,8 +55,8 @@ class Method:
 
     def build_classifier(self) -> CAMClassifier:
         c = self.config
-        kwargs = {"large_feature_map": True} if c.large_feature_map else {}
-        return CAMClassifier(build_backbone(c.backbone, c.weights, **kwargs), self.num_classes)
+        backbone = build_backbone(c.backbone, c.weights, large_feature_map=c.large_feature_map)
+        return CAMClassifier(backbone, self.num_classes)
 
     def sgd(self, groups: list[dict] | Sequence[nn.Parameter]) -> torch.optim.SGD:
         return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum,

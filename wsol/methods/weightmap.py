@@ -5,24 +5,48 @@ Method II: f is a Siamese embedding trained with a triplet loss; g is trained wi
 triplet (anchor, kept part, removed part) and the outer triplet on masked images.
 The score map is M = g(I). The first `classifier_epochs` epochs train f only and produce no
 maps to evaluate.
+
+f is a plain classifier, as the paper's (Sec. 3, "Architecture": a ResNet18 "with four blocks
+with a receptive field [...] of size 32 x 32", GAP to 512, "a single Fully connected layer";
+Sec. 4: SGD at one "initial learning rate of 0.001"): ResNets keep their stride 32 (none of the
+CAM methods' stride-1 layer4), and every parameter of f trains at the trial's single `lr`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.models as tvm
 from torch import nn
 from torch.utils.data import Sampler
 
 from wsol.data.sampler import ClassSetBatchSampler
 from wsol.methods.base import METHODS, Method
+from wsol.models.backbones import Backbone, load_torchvision
 from wsol.models.classifier import CAMClassifier
 from wsol.models.generator import UNetGenerator
+
+# The paper's f: ResNet18 on fine-grained data, ResNet50 on Tiny-ImageNet (Sec. 4).
+PLAIN_RESNETS: dict[str, tuple[Callable[..., nn.Module], type[tvm.WeightsEnum]]] = {
+    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
+    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
+}
+
+
+def plain_resnet(name: str, weights: str | None) -> Backbone:
+    """torchvision's ResNet unchanged (stride 32), cut as stem = up to layer3, head = layer4.
+
+    No layer is "new": f has one learning rate, so the split matters to nothing here."""
+    builder, enum = PLAIN_RESNETS[name]
+    net = load_torchvision(builder, enum, weights)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2,
+                         net.layer3)
+    return Backbone(stem, net.layer4, net.fc.in_features, [])
 
 
 def label_free_score(maps: np.ndarray) -> float:
@@ -80,6 +104,9 @@ class WeightMap(Method):
     name = "weightmap"
     defaults: ClassVar[dict[str, Any]] = {
         "lambda": 1.0, "classifier_epochs": 5, "generator_encoder": "resnet18",
+        # The paper's rate for g (Sec. 4): SGD from an ImageNet-pretrained encoder, batch 128,
+        # ~100 epochs on fine-grained data. A randomly initialised encoder (the tiny demo)
+        # over a few epochs is another regime and needs a larger rate (the search's range).
         "generator_lr": 1e-4, "variant": "I", "margin": 1.0, "embedding_dim": 200,
         "set_size": 2, "classes_per_batch": 8,
     }
@@ -93,16 +120,27 @@ class WeightMap(Method):
         encoder = str(self.hp["generator_encoder"])
         generator = UNetGenerator(encoder, None if encoder == "tiny" else self.config.weights)
         embedding = int(self.hp["embedding_dim"]) if self.hp["variant"] == "II" else None
-        return WeightMapModel(self.build_classifier(), generator, embedding)
+        return WeightMapModel(self.build_f(), generator, embedding)
+
+    def build_f(self) -> CAMClassifier:
+        """The trial's backbone + GAP + one linear layer; ResNets plain as in the paper (so
+        `large_feature_map` does not apply). Other backbones (the tiny CPU one, VGG16-GAP) have
+        no plain form in the paper and are built as for every method."""
+        c = self.config
+        if c.backbone in PLAIN_RESNETS:
+            return CAMClassifier(plain_resnet(c.backbone, c.weights), self.num_classes)
+        return self.build_classifier()
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        groups = self.classifier_groups(self.model.f)
+        # f: one parameter group at the trial's lr (the paper: 1e-3 for every layer of f), not
+        # the CAM methods' body / new-layer split with lr_classifier_ratio.
+        f_params = list(self.model.f.parameters())
         if self.model.embed is not None:
-            groups[1]["params"].extend(self.model.embed.parameters())
+            f_params.extend(self.model.embed.parameters())
         c = self.config
         generator = torch.optim.SGD(self.model.g.parameters(), lr=float(self.hp["generator_lr"]),
                                     momentum=c.momentum, weight_decay=c.weight_decay)
-        return {"f": self.sgd(groups), "g": generator}
+        return {"f": self.sgd(f_params), "g": generator}
 
     def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]] | None:
         if self.hp["variant"] == "I":
@@ -142,6 +180,11 @@ class WeightMap(Method):
             target = F.softmax(self.model.f(images)[0], dim=1)
         weight_map = self.model.g(images)
         logits, _ = self.model.f(images * weight_map[:, None])
+        # R(M): Sec. 3, "R is the L1 norm. For the sake of simplicity, lambda is set to one
+        # and no tuning of this value was ever performed." Taken as a mean over pixels (and
+        # images), i.e. the L1 norm divided by H*W: summed over 224 x 224 pixels, lambda = 1
+        # would weigh R ~5e4 times more than a CE of a few nats and g would collapse to M = 0,
+        # so the mean is the only scale on which the paper's untuned lambda = 1 is sensible.
         return {"ce": F.cross_entropy(logits, target),
                 "l1": float(self.hp["lambda"]) * weight_map.abs().mean()}
 
@@ -159,7 +202,7 @@ class WeightMap(Method):
         return {
             "inner": triplet(e_images[anchor], e_kept[anchor], e_removed[anchor]),
             "outer": triplet(e_kept[anchor], e_kept[positive], e_kept[negative]),
-            "l1": float(self.hp["lambda"]) * weight_map[anchor].abs().mean(),
+            "l1": float(self.hp["lambda"]) * weight_map[anchor].abs().mean(),  # as method I
         }
 
     def scoremaps(self, images: torch.Tensor,
