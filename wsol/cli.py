@@ -17,10 +17,28 @@ def _write_json(path: str | None, payload: object) -> None:
         Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def _add_metadata_source(parser: argparse.ArgumentParser, help_root: str | None = None) -> None:
+    """--metadata-root DIR, or --dataset NAME for the real metadata bundled in the package."""
+    from wsol.data.bundled import DATASETS
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--metadata-root", help=help_root)
+    source.add_argument("--dataset", type=str.lower, choices=list(DATASETS),
+                        help="use the bundled metadata of this benchmark instead")
+
+
+def _metadata_root(args: argparse.Namespace) -> str | Path:
+    if args.dataset:
+        from wsol.data.bundled import bundled_metadata
+
+        return bundled_metadata(args.dataset)
+    return args.metadata_root
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from wsol.data.check import check_dataset
 
-    reports = check_dataset(args.metadata_root, args.data_root)
+    reports = check_dataset(_metadata_root(args), args.data_root)
     print(f"{'split':<6} {'images':>8} {'classes':>8} {'boxes':>8} {'masks':>8} problems")
     for r in reports:
         print(
@@ -56,7 +74,7 @@ def _score(args: argparse.Namespace) -> int:
     from wsol.data.metadata import load_split
     from wsol.scoring.saved_maps import score_saved_maps
 
-    split = load_split(args.metadata_root, args.split)
+    split = load_split(_metadata_root(args), args.split)
     metrics = score_saved_maps(
         args.scoremaps, split, args.data_root, args.mask_root, args.curve_interval
     )
@@ -149,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="datasets: validate, generate the synthetic benchmark")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate metadata (and files) of a dataset")
-    check.add_argument("--metadata-root", required=True, help="folder with train/ val/ test/")
+    _add_metadata_source(check, "folder with train/ val/ test/")
     check.add_argument("--data-root", help="image root: also check every image and mask")
     check.add_argument("--json", help="write the report as JSON here")
     check.set_defaults(run=_data_check)
@@ -163,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score saved score maps (<image_id>.npy in [0,1])")
     score.add_argument("--scoremaps", required=True)
-    score.add_argument("--metadata-root", required=True)
+    _add_metadata_source(score)
     score.add_argument("--split", required=True, choices=("val", "test"))
     score.add_argument("--data-root", help="image root (image sizes, masks)")
     score.add_argument("--mask-root", help="mask root, if not the data root")
