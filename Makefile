@@ -28,4 +28,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions of everything pip install -e .[dev] resolves (Python 3.11, Linux x86_64).' > requirements/constraints.txt
+	$(PY) -m pip freeze --exclude-editable | sed -e "1i # Exact versions of everything 'pip install -e .[dev]' resolves (Python 3.11, Linux x86_64)." -e '1i # Regenerate with: make lock' > requirements/constraints.txt

@@ -1,19 +1,25 @@
-"""Real servers for the integration tests: an S3 API (moto's server mode) and `mlflow server`.
+"""Real servers for the integration tests: an S3 API (moto's server mode), `mlflow server` and
+Ray nodes started with `ray start` as a cluster's start commands do.
 
-Both run as subprocesses on free localhost ports, with fake credentials that the tests then
+All run as subprocesses on free localhost ports, with fake credentials that the tests then
 look for in everything the product writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -97,3 +103,67 @@ def bucket_objects(endpoint: str) -> dict[str, bytes]:
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
             for o in page.get("Contents", [])]
     return {key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
+
+
+def kill_processes_mentioning(marker: str) -> None:
+    """SIGKILL the processes whose command line holds `marker`, and their children. Unlike
+    `ray stop`, this leaves any other Ray instance on the machine (a developer's demo) alive."""
+    parents: dict[int, int] = {}
+    marked: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if marker.encode() in cmdline:
+            marked.add(int(entry.name))
+    doomed = marked | {pid for pid, parent in parents.items() if parent in marked}
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class RayNodes:
+    address: str
+    dashboard: str | None
+    temp_dir: str
+
+
+@contextmanager
+def ray_nodes(head_cpus: int, worker_cpus: tuple[int, ...] = (), dashboard: bool = False,
+              env: dict[str, str] | None = None) -> Iterator[RayNodes]:
+    """`ray start --head` and one `ray start --address` per worker, like a cluster's start
+    commands, without Ray's token authentication (which local drivers do not use). Their own
+    temp dir (short: Ray's socket paths are length-limited) marks their processes, so the
+    teardown stops only them. Each node has a folder of its own in it, as on separate machines
+    (a job's working directory is unpacked per node)."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="wsol-ray-", dir="/tmp")
+    env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "disabled"}
+    ray = str(BIN / "ray")
+    head = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+            "--num-cpus", str(head_cpus), "--disable-usage-stats", "--temp-dir", f"{temp_dir}/h"]
+    dashboard_url = None
+    if dashboard:
+        dashboard_port = free_port()
+        head += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                 "--dashboard-port", str(dashboard_port)]
+        dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    else:
+        head += ["--include-dashboard", "false"]
+    try:
+        subprocess.run(head, check=True, capture_output=True, env=env, timeout=120)
+        for index, cpus in enumerate(worker_cpus):
+            subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address",
+                            "127.0.0.1", "--num-cpus", str(cpus), "--disable-usage-stats",
+                            "--temp-dir", f"{temp_dir}/w{index}"],
+                           check=True, capture_output=True, env=env, timeout=120)
+        yield RayNodes(f"127.0.0.1:{port}", dashboard_url, temp_dir)
+    finally:
+        kill_processes_mentioning(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)

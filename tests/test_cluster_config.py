@@ -40,6 +40,9 @@ def test_setup_installs_the_locked_project_and_no_credentials():
     text = CONFIG.read_text()
     for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "aws_secret"):
         assert secret not in text
+    # Only the driver on the head and a port-forwarded browser talk to MLflow: loopback only.
+    server = " ".join(config["head_setup_commands"])
+    assert "mlflow server --host 127.0.0.1" in server and "0.0.0.0" not in server
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("~/wsol/.venv/bin/ray" in command for command in starts)
 
@@ -53,10 +56,10 @@ def test_a_misspelt_key_is_rejected_by_ray():
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")),
                          ids=lambda p: p.name)
-def test_shipped_experiments_load_with_their_search_spaces(path: Path, monkeypatch):
+def test_shipped_experiments_load_with_their_search_spaces(path: Path, monkeypatch, tmp_path):
     from wsol.search.experiment import load_experiment
     from wsol.search.runner import load_spaces
 
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(tmp_path)  # the path rule: no lookup depends on the working directory
     experiment = load_experiment(path, {})
     assert set(load_spaces(experiment)) == set(experiment.methods)

@@ -3,62 +3,27 @@ on the same Ray cluster without duplicating MLflow runs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from servers import free_port
+from servers import ray_nodes
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
 
 
-def kill_processes_mentioning(marker: str) -> None:
-    """SIGKILL the processes whose command line holds `marker`, and their children. Unlike
-    `ray stop`, this leaves any other Ray instance on the machine (a developer's demo) alive."""
-    parents: dict[int, int] = {}
-    marked: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        if marker.encode() in cmdline:
-            marked.add(int(entry.name))
-    doomed = marked | {pid for pid, parent in parents.items() if parent in marked}
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def ray_cluster():
-    """A real `ray start` head node that outlives the drivers connecting to it (without
-    Ray's token authentication, which `ray start` turns on and local drivers do not use).
-    Its own temp dir (short: Ray's socket paths are length-limited) marks its processes."""
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="wsol-ray-", dir="/tmp")
-    subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "1",
-                    "--include-dashboard", "false", "--disable-usage-stats",
-                    "--temp-dir", temp_dir],
-                   check=True, capture_output=True,
-                   env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-    yield f"127.0.0.1:{port}"
-    kill_processes_mentioning(temp_dir)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    """A real `ray start` head node that outlives the drivers connecting to it."""
+    with ray_nodes(head_cpus=1) as nodes:
+        yield nodes.address
 
 
 def child_runs(uri: str) -> list:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +215,29 @@ def generate(out: str | Path, cfg: SynthConfig, seed: int = 0) -> dict[str, int]
     }
     (root / "synthetic.json").write_text(json.dumps(_manifest(cfg, seed), indent=2) + "\n")
     return counts
+
+
+def ensure_generated(out: str | Path, cfg: SynthConfig, seed: int = 0) -> bool:
+    """Generate the benchmark under `out` unless it exists; True if this call wrote it.
+
+    The search driver and every trial call it: on a cluster the driver's disk is not the
+    workers', and the benchmark is deterministic per seed, so each node makes its own copy.
+    It is written beside `out` and renamed into place, so concurrent callers on one node
+    never read a half-written copy."""
+    root = Path(out)
+    if root.exists():
+        return False
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        generate(staging, cfg, seed)
+        try:
+            staging.rename(root)
+        except OSError:  # another caller finished first
+            return False
+        return True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _manifest(cfg: SynthConfig, seed: int) -> dict[str, object]:

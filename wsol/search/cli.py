@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wsol.config import ConfigError
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+from wsol.paths import find_input, project_file
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="search.py", description=__doc__)
-    parser.add_argument("--config", help="experiment YAML (default: the synthetic demo)")
+    parser.add_argument("--config", help="experiment YAML (default: the synthetic demo); a "
+                        "relative path not in the working directory is looked up in the "
+                        "installed project")
     parser.add_argument("--smoke", action="store_true",
                         help="the same pipeline at minimum size (experiments/synthetic-smoke.yaml)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
@@ -31,9 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wsol.search.experiment import load_experiment
     from wsol.search.runner import run_search
 
-    default = EXPERIMENTS / ("synthetic-smoke.yaml" if args.smoke else "synthetic-demo.yaml")
+    default = "experiments/" + ("synthetic-smoke.yaml" if args.smoke else "synthetic-demo.yaml")
     try:
-        experiment = load_experiment(args.config or default, {
+        config = find_input(args.config, "experiment") if args.config else \
+            project_file(default, "experiment")
+        experiment = load_experiment(config, {
             "tracking_uri": args.tracking_uri, "ray_address": args.address,
             "storage_path": args.storage_path,
         })
@@ -48,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = summary["tracking_uri"]
     print(f"\nMLflow parent run: {summary['parent_run_id']}")
     if uri.startswith("sqlite:"):
-        print(f"Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri}")
+        mlflow = Path(sys.executable).parent / "mlflow"
+        print(f"Open the MLflow UI:  {mlflow} ui --backend-store-uri {uri}")
     else:
         print(f"MLflow tracking server: {uri}")
     return 0

@@ -9,8 +9,13 @@ from typing import Any
 
 import yaml
 
-from wsol.config import ConfigError, config_from_dict
+from wsol.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
+from wsol.config import ConfigError, config_from_dict, paths_relative_to_file
+from wsol.paths import expand, project_file
 from wsol.search.pairs import pair_name
+
+# Keys of an experiment file that name inputs: relative values are relative to the file.
+FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "search_spaces", "storage_path")
 
 
 @dataclass
@@ -34,7 +39,8 @@ class Experiment:
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "asha",
                                                                  "grace_period": 2,
                                                                  "reduction_factor": 2})
-    search_spaces: str = "search_spaces"
+    # The folder of <method>.yaml search spaces; default: the project's search_spaces/.
+    search_spaces: str | None = None
     # Trial settings shared by all trials (any TrialConfig key), and per-method fixed values.
     trial: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -48,10 +54,16 @@ class Experiment:
 
     def trial_base(self) -> dict[str, Any]:
         """Absolute paths: trials run in their own working directories, on any node."""
-        base = {**self.trial, "data_root": str(Path(self.data_root).resolve()), "seed": self.seed}
+        base = {**self.trial, "data_root": str(Path(expand(self.data_root)).resolve()),
+                "seed": self.seed}
         if self.metadata_root:
-            base["metadata_root"] = str(Path(self.metadata_root).resolve())
+            base["metadata_root"] = str(Path(expand(self.metadata_root)).resolve())
         return base
+
+    def spaces_dir(self) -> Path:
+        if self.search_spaces is not None:
+            return Path(expand(self.search_spaces))
+        return project_file("search_spaces", "search spaces")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,6 +92,8 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
 
 def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None
                     ) -> Experiment:
+    """The file's relative input paths are made relative to the file (see wsol.paths); the
+    overrides come from the command line and are taken as given."""
     values: dict[str, Any] = {}
     source = "command line"
     if path is not None:
@@ -90,6 +104,9 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
             raise ConfigError(f"{path}: cannot read experiment: {error}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+        loaded = paths_relative_to_file(loaded, FILE_RELATIVE_KEYS, Path(path))
+        if isinstance(loaded.get("trial"), dict):
+            loaded["trial"] = paths_relative_to_file(loaded["trial"], TRIAL_FILE_KEYS, Path(path))
         values.update(loaded)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return experiment_from_dict(values, source)

@@ -16,7 +16,8 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from wsol.config import config_from_dict
-from wsol.data.synthetic import PRESETS, generate, mismatch
+from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
+from wsol.paths import expand, is_uri
 from wsol.search.experiment import Experiment
 from wsol.search.pairs import PairedASHA, PairedSearcher
 from wsol.search.trainable import search_trial, trial_config_values
@@ -36,7 +37,7 @@ def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
     """Every method's space, each checked against a sample trial config before anything runs."""
     spaces = {}
     for method in experiment.methods:
-        path = Path(experiment.search_spaces) / f"{method}.yaml"
+        path = experiment.spaces_dir() / f"{method}.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"no search space for method {method!r}: {path}")
         space = load_search_space(path)
@@ -76,18 +77,19 @@ def _scheduler(experiment: Experiment) -> TrialScheduler:
 
 
 def _storage(path: str) -> str:
-    return path if "://" in path else str(Path(path).resolve())
+    path = expand(path)
+    return path if is_uri(path) else str(Path(path).resolve())
 
 
 def prepare_data(experiment: Experiment) -> None:
     """Generates a missing synthetic benchmark; warns (and keeps the data) when it is stale."""
-    root = Path(experiment.data_root)
+    root = Path(expand(experiment.data_root))
     preset = experiment.synthetic_preset
     if not preset:
         return
     if not root.exists():
         print(f"generating the synthetic benchmark ({preset}) in {root}", file=sys.stderr)
-        generate(root, PRESETS[preset], seed=experiment.seed)
+        ensure_generated(root, PRESETS[preset], seed=experiment.seed)
         return
     reason = mismatch(root, PRESETS[preset], experiment.seed)
     if reason:
@@ -102,14 +104,16 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
     uri = tracking_uri(experiment.tracking_uri)
     if uri == DEFAULT_TRACKING_URI:
         Path("mlruns").mkdir(exist_ok=True)
-    metadata = experiment.metadata_root or str(Path(experiment.data_root) / "metadata")
+    metadata = experiment.trial_base().get("metadata_root") or \
+        str(Path(experiment.trial_base()["data_root"]) / "metadata")
     storage = _storage(experiment.storage_path)
     experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
     if not ray.is_initialized():
         ray.init(address=experiment.ray_address, include_dashboard=False)
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=experiment.trial_base(),
-                             method_params=experiment.method_params),
+                             method_params=experiment.method_params,
+                             synthetic_preset=experiment.synthetic_preset),
         experiment.resources_per_trial,
     )
     if restore:

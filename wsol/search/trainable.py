@@ -16,6 +16,7 @@ import ray
 from ray import tune
 
 from wsol.config import config_from_dict
+from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
 from wsol.search_space import TRIAL_FIELDS
 from wsol.train import Evaluation, run_trial
@@ -55,9 +56,12 @@ def _report(evaluation: Evaluation) -> None:
 
 
 def search_trial(sampled: dict[str, Any], base: dict[str, Any],
-                 method_params: dict[str, dict[str, Any]]) -> None:
+                 method_params: dict[str, dict[str, Any]],
+                 synthetic_preset: str | None = None) -> None:
     values = trial_config_values(sampled, base, method_params)
     config = config_from_dict(values, f"trial {tune.get_context().get_trial_id()}")
+    if synthetic_preset:  # this node may not have the driver's copy
+        ensure_generated(config.data_root, PRESETS[synthetic_preset], seed=config.seed)
     # Outside the trial directory, which Ray uploads to storage as it changes: the checkpoints
     # already carry these files, and half-written ones must not be copied.
     out = Path(tempfile.mkdtemp(prefix=f"wsol-{tune.get_context().get_trial_id()}-"))

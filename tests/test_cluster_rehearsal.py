@@ -1,0 +1,115 @@
+"""The README's cluster commands rehearsed on one machine, the way Ray runs them.
+
+`ray submit cluster/gpu.yaml search.py -- ARGS` copies search.py alone to the head's home and
+runs `python ~/search.py ARGS` there; `ray job submit --working-dir . -- python search.py ARGS`
+uploads the project and runs it in a scratch folder. Both must find the experiment, its search
+spaces and data through the path rule (wsol.paths), not through the working directory. The
+cluster is started as gpu.yaml's start commands do: a head with no CPUs for trials and a worker
+joined with `ray start --address`; MLflow is `mlflow server` with its artifacts on S3 (moto).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from servers import BUCKET, aws_env, bucket_objects, mlflow_server, ray_nodes, s3_server
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command that starts with `prefix`, continuation lines joined."""
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
+    assert lines, f"README has no command starting with {prefix!r}"
+    return shlex.split(lines[0].split("  #")[0])
+
+
+def rehearsal_args(args: list[str], tracking_uri: str) -> list[str]:
+    """The README's search arguments, on the CPU smoke experiment and the test's servers."""
+    replaced = [a.replace("experiments/cub.yaml", "experiments/synthetic-smoke.yaml")
+                 .replace("YOUR-BUCKET", BUCKET).replace("http://localhost:5000", tracking_uri)
+                for a in args]
+    assert "experiments/synthetic-smoke.yaml" in replaced and "auto" in replaced
+    return replaced
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """S3, `mlflow server`, and a head (0 CPUs, dashboard for jobs) plus one 2-CPU worker."""
+    with s3_server(tmp_path) as endpoint:
+        env = {**aws_env(endpoint), "AWS_ENDPOINT_URL": endpoint,
+               "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        with mlflow_server(tmp_path, endpoint) as uri, \
+                ray_nodes(head_cpus=0, worker_cpus=(2,), dashboard=True, env=env) as nodes:
+            yield {"s3": endpoint, "uri": uri, "nodes": nodes,
+                   "env": {**os.environ, **env, "RAY_ADDRESS": nodes.address,
+                           "RAY_AUTH_MODE": "disabled"}}
+
+
+def node_cpus(address: str, env: dict[str, str]) -> dict[str, float]:
+    code = ("import json, ray; ray.init(logging_level='ERROR'); print(json.dumps({n['NodeID']:"
+            " n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']}))")
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "RAY_ADDRESS": address},
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def check_search(cluster: dict, experiment: str = "wsol-synthetic-smoke") -> None:
+    """Every trial finished on the worker; MLflow has the runs, S3 their artifacts."""
+    client = MlflowClient(cluster["uri"])
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    trials = [r for r in runs if r.data.tags.get("wsol.kind") == "trial"]
+    assert len(trials) == 8 and all(r.info.status == "FINISHED" for r in trials)
+    workers = {node for node, cpus in node_cpus(cluster["nodes"].address,
+                                                cluster["env"]).items() if cpus > 0}
+    assert {r.data.tags["wsol.ray_node_id"] for r in trials} <= workers
+    objects = bucket_objects(cluster["s3"])
+    for run in trials:
+        assert any(run.info.run_id in key and key.endswith("checkpoint/best.pt")
+                   for key in objects)
+    assert any(key.startswith("ray/wsol-synthetic-smoke/") for key in objects)
+
+
+def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: Path) -> None:
+    submit = readme_command("ray submit cluster/gpu.yaml search.py")
+    args = rehearsal_args(submit[submit.index("--") + 1:], cluster["uri"])
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "search.py", home / "search.py")  # what `ray submit` rsyncs
+    done = subprocess.run([sys.executable, str(home / "search.py"), *args], cwd=home,
+                          env={**cluster["env"], "HOME": str(home)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "8 trials, 0 failed" in done.stdout
+    check_search(cluster)
+    # No data, store or search state beside the script (tool caches in dot folders aside).
+    assert [p.name for p in home.iterdir() if not p.name.startswith(".")] == ["search.py"]
+
+
+def test_ray_job_submit_with_the_project_as_working_dir(cluster) -> None:
+    job = readme_command("ray job submit")
+    assert job[job.index("--working-dir") + 1] == "."
+    entry = job[job.index("--") + 1:]
+    assert entry[:2] == ["python", "search.py"]
+    args = rehearsal_args(entry[2:], cluster["uri"])
+    address = cluster["nodes"].dashboard
+    submitted = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+         "--", "python", "search.py", *args],
+        cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, output[-4000:]
+    assert re.search(r"Job '.+' succeeded", output), output[-4000:]
+    assert "8 trials, 0 failed" in output
+    check_search(cluster)
