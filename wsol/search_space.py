@@ -18,9 +18,14 @@ import wsol.methods  # noqa: F401  (registers the methods)
 from wsol.config import ConfigError, TrialConfig
 from wsol.methods.base import METHODS
 
-TOP_KEYS = {"method", "extends", "params", "fixed", "constraints"}
+TOP_KEYS = {"method", "extends", "params", "fixed", "constraints", "defaults"}
 PARAM_KEYS = {"type", "low", "high", "log", "choices", "when", "source"}
 TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "params"}
+ROW_KEYS = {"when", "values", "source"}
+# What a row of authors' defaults is chosen by: the dataset family (fine-grained CUB against
+# ImageNet / OpenImages), the backbone, and whether the body starts from pretrained weights.
+ROW_SELECTORS = {"family": ("fine_grained", "generic"), "backbone": None,
+                 "pretrained": (True, False)}
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,18 @@ class Param:
     source: str = ""
 
 
+@dataclass(frozen=True)
+class DefaultRow:
+    """One setting's values from a paper's table, with the table it comes from."""
+
+    when: dict[str, Any]
+    values: dict[str, Any]
+    source: str
+
+    def matches(self, setting: dict[str, Any]) -> bool:
+        return all(setting.get(key) == value for key, value in self.when.items())
+
+
 @dataclass
 class SearchSpace:
     method: str
@@ -42,6 +59,34 @@ class SearchSpace:
     params: list[Param]
     fixed: dict[str, Any]
     less_than: dict[str, str]  # a -> b for each constraint "a < b"
+    defaults: list[DefaultRow] = field(default_factory=list)
+
+    def default_row(self, family: str, backbone: str, pretrained: bool) -> DefaultRow | None:
+        """The first row whose conditions all hold for this setting (rows go from specific
+        to general); None when the method's built-in defaults apply."""
+        setting = {"family": family, "backbone": backbone, "pretrained": pretrained}
+        return next((row for row in self.defaults if row.matches(setting)), None)
+
+    def with_ranges(self, ranges: dict[str, dict[str, Any]], source: str) -> SearchSpace:
+        """A copy whose named params take the given fields (low, high, log, choices); the
+        result is validated like a param written in the file itself."""
+        params = []
+        for p in self.params:
+            if p.name not in ranges:
+                params.append(p)
+                continue
+            override = ranges[p.name]
+            if not isinstance(override, dict):
+                raise ConfigError(f"{source}: {p.name}: must be a mapping of low/high/log/choices")
+            spec = {"type": p.kind, "log": p.log, "when": p.when, "source": p.source,
+                    **({"choices": list(p.choices)} if p.kind == "categorical" else
+                       {"low": p.low, "high": p.high}), **override}
+            params.append(_param(Path(source), p.name, spec))
+        unknown = sorted(set(ranges) - {p.name for p in self.params})
+        if unknown:
+            raise ConfigError(f"{source}: {unknown[0]}: not a searched parameter of "
+                              f"{self.method} ({self.path})")
+        return dataclasses.replace(self, params=params)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Define-by-run: samples the active parameters, returns the fixed values."""
@@ -159,7 +204,35 @@ def load_search_space(path: str | Path) -> SearchSpace:
     ordered = sorted(params.values(), key=lambda p: p.name in less_than)
     conditional = [p for p in ordered if p.when]
     ordered = [p for p in ordered if not p.when] + conditional
-    return SearchSpace(method, path, ordered, fixed, less_than)
+    rows = _rows(path, data.get("defaults") or [], TRIAL_FIELDS | method_params)
+    return SearchSpace(method, path, ordered, fixed, less_than, rows)
+
+
+def _rows(path: Path, raw: Any, known: set[str]) -> list[DefaultRow]:
+    if not isinstance(raw, list):
+        raise _fail(path, "defaults", "must be a list of rows (when, values, source)")
+    rows = []
+    for index, row in enumerate(raw):
+        key = f"defaults[{index}]"
+        if not isinstance(row, dict) or set(row) - ROW_KEYS or "values" not in row:
+            raise _fail(path, key, f"a row is a mapping with {', '.join(sorted(ROW_KEYS))}")
+        when, values = row.get("when") or {}, row["values"]
+        if not isinstance(when, dict) or not isinstance(values, dict):
+            raise _fail(path, key, "when and values must be mappings")
+        for selector, value in when.items():
+            allowed = ROW_SELECTORS.get(selector, ())
+            if selector not in ROW_SELECTORS or (allowed is not None and value not in allowed):
+                raise _fail(path, f"{key}.when.{selector}",
+                            f"{value!r} is not a condition (family: fine_grained|generic, "
+                            "backbone: NAME, pretrained: true|false)")
+        for name in values:
+            if name not in known:
+                raise _fail(path, f"{key}.values.{name}",
+                            "not a trial setting and not a hyperparameter of the method")
+        if not str(row.get("source", "")).strip():
+            raise _fail(path, f"{key}.source", "every row names the table it comes from")
+        rows.append(DefaultRow(dict(when), dict(values), str(row["source"])))
+    return rows
 
 
 def load_search_space_parts(path: Path, child: Path) -> tuple[dict, dict, list]:

@@ -14,6 +14,11 @@ from wsol.config import ConfigError, config_from_dict, paths_relative_to_file
 from wsol.paths import expand, project_file
 from wsol.search.pairs import pair_name
 
+# Which row of the papers' default tables a dataset takes (fine-grained birds against the
+# general-object sets; the synthetic classes differ by one small part, like CUB's).
+DATASET_FAMILIES = {"cub": "fine_grained", "synthetic": "fine_grained", "ilsvrc": "generic",
+                    "imagenet": "generic", "openimages": "generic"}
+
 # Keys of an experiment file that name inputs: relative values are relative to the file.
 FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "search_spaces", "storage_path")
 
@@ -22,6 +27,8 @@ FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "search_spaces", "storage_pa
 class Experiment:
     name: str = "wsol-synthetic-demo"
     dataset: str = "synthetic"
+    # fine_grained | generic: picks the papers' default rows; default from `dataset`.
+    family: str | None = None
     data_root: str = "data/synthetic-demo"
     metadata_root: str | None = None
     # Generate the synthetic benchmark with this preset when data_root does not exist yet
@@ -44,6 +51,9 @@ class Experiment:
     # Trial settings shared by all trials (any TrialConfig key), and per-method fixed values.
     trial: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Search ranges that replace a space's: {lr: {low: .., high: ..}} for every method that
+    # searches lr, {bgc.lambda_sim: {...}} for one method (e.g. a CPU demo's larger rates).
+    param_ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
     storage_path: str = "mlruns/ray"
     tracking_uri: str | None = None
@@ -59,6 +69,20 @@ class Experiment:
         if self.metadata_root:
             base["metadata_root"] = str(Path(expand(self.metadata_root)).resolve())
         return base
+
+    def dataset_family(self) -> str:
+        return self.family or DATASET_FAMILIES[self.dataset.lower()]
+
+    def pretrained(self) -> bool:
+        return self.trial.get("weights") is not None
+
+    def ranges_for(self, method: str, searched: set[str]) -> dict[str, dict[str, Any]]:
+        """param_ranges that apply to one method's space: the shared keys it searches, and
+        its own keys (which win, and must name a searched parameter)."""
+        common = {k: v for k, v in self.param_ranges.items() if "." not in k and k in searched}
+        own = {k.split(".", 1)[1]: v for k, v in self.param_ranges.items()
+               if k.startswith(f"{method}.")}
+        return {**common, **own}
 
     def spaces_dir(self) -> Path:
         if self.search_spaces is not None:
@@ -86,6 +110,16 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
         raise ConfigError(f"{source}: sampler must be tpe or random, got {experiment.sampler!r}")
     if experiment.scheduler.get("type") not in ("asha", "fifo"):
         raise ConfigError(f"{source}: scheduler.type must be asha or fifo")
+    if experiment.family not in (None, "fine_grained", "generic"):
+        raise ConfigError(f"{source}: family must be fine_grained or generic, "
+                          f"got {experiment.family!r}")
+    if experiment.family is None and experiment.dataset.lower() not in DATASET_FAMILIES:
+        raise ConfigError(f"{source}: family: dataset {experiment.dataset!r} is not one of "
+                          f"{', '.join(DATASET_FAMILIES)}; say fine_grained or generic")
+    for key in experiment.param_ranges:
+        method = key.split(".", 1)[0] if "." in key else None
+        if method is not None and method not in experiment.methods:
+            raise ConfigError(f"{source}: param_ranges.{key}: {method} is not searched here")
     config_from_dict(experiment.trial_base(), f"{source}: trial")
     return experiment
 

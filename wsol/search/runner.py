@@ -15,8 +15,9 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from wsol.config import config_from_dict
+from wsol.config import ConfigError, TrialConfig, config_from_dict
 from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
+from wsol.methods.base import METHODS
 from wsol.paths import expand, is_uri
 from wsol.search.experiment import Experiment
 from wsol.search.pairs import PairedASHA, PairedSearcher
@@ -41,27 +42,74 @@ def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
         if not path.is_file():
             raise FileNotFoundError(f"no search space for method {method!r}: {path}")
         space = load_search_space(path)
+        space = space.with_ranges(experiment.ranges_for(method, {p.name for p in space.params}),
+                                  f"{experiment.name}: param_ranges")
         # The experiment's own trial settings and per-method values win over a space's fixed
         # values (e.g. a shorter IVR percentile list for a CPU demo).
         overridden = set(experiment.trial) | set(experiment.method_params.get(method, {}))
         space.fixed = {k: v for k, v in space.fixed.items() if k not in overridden}
+        spaces[method] = space
+    searched = {p.name for space in spaces.values() for p in space.params}
+    for key in experiment.param_ranges:
+        if "." not in key and key not in searched:
+            raise ConfigError(f"{experiment.name}: param_ranges.{key}: no method searches it")
+    defaults = pair_defaults(experiment, spaces)
+    for method, space in spaces.items():
         study = optuna.create_study()
         fixed = space.sample(study.ask())
-        values = {**study.trials[0].params, **fixed, "pair": f"{method}/{experiment.backbones[0]}"}
+        pair = f"{method}/{experiment.backbones[0]}"
+        values = {**study.trials[0].params, **fixed, "pair": pair}
         config_from_dict(trial_config_values(values, experiment.trial_base(),
-                                             experiment.method_params), str(path))
-        spaces[method] = space
+                                             experiment.method_params, defaults),
+                         str(space.path))
     return spaces
+
+
+def pair_defaults(experiment: Experiment,
+                  spaces: dict[str, SearchSpace]) -> dict[str, dict[str, Any]]:
+    """Per pair, the papers' row for this dataset family, backbone and regime, less what the
+    experiment sets itself (a user's value wins)."""
+    defaults = {}
+    for pair in experiment.pairs():
+        method, backbone = pair.split("/")
+        row = spaces[method].default_row(experiment.dataset_family(), backbone,
+                                         experiment.pretrained())
+        if row is None:
+            continue
+        own = set(experiment.trial) | set(experiment.method_params.get(method, {}))
+        defaults[pair] = {k: v for k, v in row.values.items() if k not in own}
+    return defaults
+
+
+def first_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any] | None:
+    """The defaults as the pair's first trial, when every searched value is known and inside
+    its range: the search then starts from the authors' setting."""
+    known = {**TrialConfig().to_dict(), **METHODS.get(space.method).defaults, **values}
+    point: dict[str, Any] = {}
+    for p in space.params:
+        if any(point.get(k) != v for k, v in p.when.items()):
+            continue
+        value = known.get(p.name)
+        if p.kind == "categorical":
+            if value not in p.choices:
+                return None
+        elif value is None or isinstance(value, bool) or not p.low <= value <= p.high:
+            return None
+        point[p.name] = value
+    return point
 
 
 def _searcher(experiment: Experiment, spaces: dict[str, SearchSpace]) -> PairedSearcher:
     searchers = {}
+    defaults = pair_defaults(experiment, spaces)
     for index, pair in enumerate(experiment.pairs()):
         space = spaces[pair.split("/")[0]]
         kind = optuna.samplers.TPESampler if experiment.sampler == "tpe" else \
             optuna.samplers.RandomSampler
         sampler = kind(seed=experiment.seed + index)
-        searchers[pair] = OptunaSearch(space.sample, metric=METRIC, mode=MODE, sampler=sampler)
+        start = first_point(space, defaults.get(pair, {}))
+        searchers[pair] = OptunaSearch(space.sample, metric=METRIC, mode=MODE, sampler=sampler,
+                                       points_to_evaluate=[start] if start else None)
     budgets = {pair: experiment.trials_per_pair for pair in experiment.pairs()}
     return PairedSearcher(searchers, budgets, METRIC, MODE)
 
@@ -113,6 +161,7 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=experiment.trial_base(),
                              method_params=experiment.method_params,
+                             pair_defaults=pair_defaults(experiment, spaces),
                              synthetic_preset=experiment.synthetic_preset),
         experiment.resources_per_trial,
     )

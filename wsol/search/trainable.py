@@ -29,17 +29,24 @@ REPORTED = ("epoch", "score", "best_score", "MaxBoxAcc", "MaxBoxAccV2", "BoxAccV
 
 
 def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
-                        method_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Experiment base + per-method fixed values + sampled values -> TrialConfig values.
+                        method_params: dict[str, dict[str, Any]],
+                        pair_defaults: dict[str, dict[str, Any]] | None = None
+                        ) -> dict[str, Any]:
+    """The pair's paper defaults < experiment base and per-method values < sampled values,
+    as TrialConfig values.
 
     Keys naming a trial setting (epochs, lr, ...) set it; the rest are method hyperparameters.
     """
     sampled = dict(sampled)
-    method, backbone = sampled.pop(PAIR_KEY).split("/")
+    pair = sampled.pop(PAIR_KEY)
+    method, backbone = pair.split("/")
+    row = (pair_defaults or {}).get(pair, {})
     values = {**method_params.get(method, {}), **sampled}
     settings = {k: v for k, v in values.items() if k in TRIAL_FIELDS}
-    params = {k: v for k, v in values.items() if k not in TRIAL_FIELDS}
-    return {**base, **settings, "method": method, "backbone": backbone, "params": params}
+    params = {k: v for k, v in {**row, **values}.items() if k not in TRIAL_FIELDS}
+    row_settings = {k: v for k, v in row.items() if k in TRIAL_FIELDS}
+    return {**row_settings, **base, **settings, "method": method, "backbone": backbone,
+            "params": params}
 
 
 def _report(evaluation: Evaluation) -> None:
@@ -57,8 +64,9 @@ def _report(evaluation: Evaluation) -> None:
 
 def search_trial(sampled: dict[str, Any], base: dict[str, Any],
                  method_params: dict[str, dict[str, Any]],
+                 pair_defaults: dict[str, dict[str, Any]] | None = None,
                  synthetic_preset: str | None = None) -> None:
-    values = trial_config_values(sampled, base, method_params)
+    values = trial_config_values(sampled, base, method_params, pair_defaults)
     config = config_from_dict(values, f"trial {tune.get_context().get_trial_id()}")
     if synthetic_preset:  # this node may not have the driver's copy
         ensure_generated(config.data_root, PRESETS[synthetic_preset], seed=config.seed)
