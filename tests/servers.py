@@ -85,14 +85,17 @@ def s3_server(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(workdir: Path, s3_endpoint: str) -> Iterator[str]:
-    """`mlflow server` on SQLite, proxying artifacts to s3://BUCKET/mlflow; yields its URI."""
+def mlflow_server(workdir: Path, s3_endpoint: str | None = None, app: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server` on SQLite, proxying artifacts to s3://BUCKET/mlflow (or to a folder
+    without `s3_endpoint`), optionally as one of MLflow's apps (`basic-auth`); yields its URI."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **aws_env(s3_endpoint)}
+    env = {**os.environ, **(aws_env(s3_endpoint) if s3_endpoint else {}), **(env or {})}
+    artifacts = f"s3://{BUCKET}/mlflow" if s3_endpoint else str(workdir / "mlflow-artifacts")
     command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-               "--artifacts-destination", f"s3://{BUCKET}/mlflow"]
+               "--artifacts-destination", artifacts, *(["--app-name", app] if app else [])]
     with _process(command, f"{uri}/health", workdir / "mlflow-server.log", env):
         yield uri
 
