@@ -22,7 +22,7 @@ baselines: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	tests/loopback_only.sh $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
