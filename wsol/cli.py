@@ -87,15 +87,24 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from wsol.config import load_config
+    from wsol.config import OverrideError, apply_overrides, load_config, parse_overrides
+    from wsol.methods import METHODS
     from wsol.train import run_trial
 
-    overrides = {
+    flags = {
         "method": args.method, "backbone": args.backbone, "data_root": args.data_root,
         "metadata_root": args.metadata_root, "epochs": args.epochs, "seed": args.seed,
         "device": args.device,
     }
-    config = load_config(args.config, overrides)
+    try:
+        # Syntax first, so a malformed --set is reported before the config file is read.
+        sets = parse_overrides(args.set or [])
+        hyperparameters = {name: METHODS.get(name).defaults for name in METHODS.names()}
+        config = apply_overrides(load_config(args.config, flags), sets, hyperparameters)
+    except OverrideError as error:
+        # One line, like argparse's own errors: a --set is a flag, its mistakes are usage.
+        print(f"wsol train: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     summary = run_trial(config, args.out)
     metrics = summary["metrics"]
     print(f"selected epoch {summary['selected_epoch'] + 1} on {summary['selected_on']}: "
@@ -146,11 +155,34 @@ def _report(args: argparse.Namespace) -> int:
     from wsol.report import build_report
 
     summary = build_report(_client(args), Path(args.out), args.experiment, log=not args.no_log,
-                           searches=args.search)
+                           searches=args.search, compare=args.compare)
     print((Path(args.out) / "report.md").read_text())
     print(f"written to {args.out}: {', '.join(summary['files'])}")
     if summary["report_run_id"]:
         print(f"logged as MLflow run {summary['report_run_id']}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from wsol.compare import run_compare
+    from wsol.paths import find_input
+    from wsol.search.experiment import load_experiment
+
+    experiment = load_experiment(find_input(args.config, "experiment"), {
+        "tracking_uri": args.tracking_uri, "ray_address": args.address,
+        "storage_path": args.storage_path,
+    })
+    summary = run_compare(experiment, args.search_seeds, device=args.device)
+    for entry in summary["seeds"]:
+        for pair, done in entry["pairs"].items():
+            numbers = "  ".join(f"{k} {v:.2f}" for k, v in done.get("test", {}).items())
+            print(f"seed {entry['seed']}  {pair:<20} "
+                  + (f"train-fullsup {done['train_fullsup_score']:.2f}  test {numbers}"
+                     if "test" in done else f"not promoted: {done['error']}"))
+    print(f"compare {summary['compare_id']}: {summary['tracking_uri']}\n"
+          f"  wsol report --compare {summary['compare_id']} --tracking-uri "
+          f"{summary['tracking_uri']}")
+    _write_json(args.json, summary)
     return 0
 
 
@@ -199,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="set a trial config field or a hyperparameter of the method, the "
+                       "value read as YAML (e.g. lr=1e-3, classes_per_batch=4, "
+                       "normalisations=[minmax,ivr], weights=null); repeatable; wins over "
+                       "--config and the flags above")
     train.set_defaults(run=_train)
 
     search = commands.add_parser("search", help="run a search (the same as python search.py)",
@@ -243,7 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--search", action="append", help="only trials of this search (its "
                         "parent run id, printed by search.py; repeatable)")
     report.add_argument("--no-log", action="store_true", help="do not log a report run")
+    report.add_argument("--compare", metavar="ID|latest", help="only this compare's searches, "
+                        "with its verdict per method (default: the latest compare in scope, "
+                        "if any, gets its section)")
     report.set_defaults(run=_report)
+
+    compare = commands.add_parser("compare", parents=[tracking],
+                                  help="N seeded searches, promote and test each: the verdict")
+    compare.add_argument("--config", required=True, help="experiment YAML (found like "
+                         "search.py's --config)")
+    compare.add_argument("--search-seeds", type=int, required=True,
+                         help="independent searches (seeds: the experiment's seed + 0..N-1)")
+    compare.add_argument("--address", help="Ray address; 'auto' on a cluster's head node")
+    compare.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix")
+    compare.add_argument("--device", default="auto", help="for the test evaluations")
+    compare.add_argument("--json", help="write the summary (ids, runs, test numbers) here")
+    compare.set_defaults(run=_compare)
     return parser
 
 

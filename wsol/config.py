@@ -1,10 +1,14 @@
-"""The configuration of one trial, loaded from YAML with unknown keys and wrong types refused."""
+"""The configuration of one trial, loaded from YAML (and `--set KEY=VALUE`) with unknown keys and
+wrong types refused."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +18,32 @@ import yaml
 from wsol.paths import relative_to_file
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's numbers: PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as
+    a string, so `lr: 1e-3` in a file or `--set lr=1e-3` would be refused as not a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+.0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Every YAML file and value the tool reads goes through here."""
+    return yaml.load(text, Loader=_Loader)
+
+
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the key."""
+
+    # The offending field and the rule it breaks, where one field is to blame (so `--set`
+    # can name its own key in its own words).
+    key: str | None = None
+    rule: str | None = None
+
+
+class OverrideError(ConfigError):
+    """A `--set KEY=VALUE` is wrong; the one-line message starts with `--set KEY:`."""
 
 
 @dataclass
@@ -62,20 +90,27 @@ class TrialConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # key: (valid, the rule in words, so an error says what would be accepted)
         checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "eval_every": self.eval_every >= 1,
-            "curve_interval": self.curve_interval in (0.01, 0.001),
-            "selection_metric": self.selection_metric in ("auto", "MaxBoxAccV2", "PxAP"),
-            "selection": self.selection in ("train_fullsup", "label_free"),
-            "normalisations": bool(self.normalisations)
-            and set(self.normalisations) <= {"minmax", "max", "pas", "ivr"},
+            "epochs": (self.epochs >= 1, ">= 1"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "eval_every": (self.eval_every >= 1, ">= 1"),
+            "curve_interval": (self.curve_interval in (0.01, 0.001), "0.01 or 0.001"),
+            "selection_metric": (self.selection_metric in ("auto", "MaxBoxAccV2", "PxAP"),
+                                 "auto, MaxBoxAccV2 or PxAP"),
+            "selection": (self.selection in ("train_fullsup", "label_free"),
+                          "train_fullsup or label_free"),
+            "normalisations": (bool(self.normalisations)
+                               and set(self.normalisations) <= {"minmax", "max", "pas", "ivr"},
+                               "a non-empty list of minmax, max, pas, ivr"),
         }
-        bad = [key for key, ok in checks.items() if not ok]
+        bad = [key for key, (ok, _) in checks.items() if not ok]
         if bad:
-            raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
+            error = ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r} "
+                                f"(must be {checks[bad[0]][1]})")
+            error.key, error.rule = bad[0], checks[bad[0]][1]
+            raise error
 
     @property
     def metadata_dir(self) -> Path:
@@ -107,12 +142,21 @@ def _accepts(hint: Any, value: Any) -> bool:
     return isinstance(value, hint)
 
 
+def _type_name(hint: Any) -> str:
+    """`an int`, `a list[str]`, `a str | None`: how a user writes the type, not `<class 'int'>`."""
+    if isinstance(hint, type) and typing.get_origin(hint) is None:
+        name = hint.__name__
+    else:
+        name = str(hint).replace("NoneType", "None")
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrialConfig:
     for key, value in values.items():
         if key not in _FIELDS:
             raise ConfigError(f"{source}: unknown key {key!r}")
         if not _accepts(_HINTS[key], value):
-            raise ConfigError(f"{source}: {key} = {value!r} is not a {_HINTS[key]}")
+            raise ConfigError(f"{source}: {key} = {value!r} is not {_type_name(_HINTS[key])}")
     coerced = {k: float(v) if _HINTS[k] is float else v for k, v in values.items()}
     try:
         return TrialConfig(**coerced)
@@ -122,7 +166,7 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrialCon
 
 # Keys of a trial config that name inputs; `weights` also takes the names below.
 FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "mask_root", "weights")
-WEIGHT_NAMES = ("imagenet",)
+WEIGHT_NAMES = ("imagenet", "synthetic-pretrained")
 
 
 def paths_relative_to_file(values: dict[str, Any], keys: tuple[str, ...],
@@ -145,7 +189,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = read_yaml(Path(path).read_text())
         except OSError as error:
             raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
         except yaml.YAMLError as error:
@@ -155,3 +199,105 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         values.update(paths_relative_to_file(loaded or {}, FILE_RELATIVE_KEYS, Path(path)))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(values, source)
+
+
+# --set KEY=VALUE ------------------------------------------------------------------------------
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` items (the repeatable `--set`) as {key: value}, each value read with
+    read_yaml as a config file's would be. Only the syntax is checked here; which keys
+    exist depends on the method, see `apply_overrides`."""
+    overrides: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for item in items:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep:
+            raise OverrideError(f"--set {item}: expected KEY=VALUE (e.g. --set lr=0.001)")
+        if not key:
+            raise OverrideError(f"--set {item}: the key is empty; expected KEY=VALUE")
+        if "." in key or "[" in key:
+            head, _, tail = key.partition(".")
+            hint = (f"set method hyperparameters by their own name: --set {tail}={text}"
+                    if head == "params" and tail else "KEY is a trial field or a method "
+                    "hyperparameter")
+            raise OverrideError(f"--set {key}: nested keys are not supported; {hint}")
+        if key in texts:
+            raise OverrideError(f"--set {key}: given twice ({key}={texts[key]} and {key}={text}); "
+                                "give it once")
+        texts[key] = text
+        if not text:
+            raise OverrideError(f"--set {key}: empty value (write {key}=null for none)")
+        try:
+            overrides[key] = read_yaml(text)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise OverrideError(f"--set {key}: {text!r} is not a YAML value: {problem}") from None
+    return overrides
+
+
+def _unknown_key(key: str, method: str, own: Mapping[str, Any],
+                 hyperparameters: Mapping[str, Mapping[str, Any]]) -> OverrideError:
+    """Names the methods that do have `key`, or the close names, or every known one."""
+    owners = [name for name, defaults in sorted(hyperparameters.items()) if key in defaults]
+    mine = f"{method} hyperparameters: {', '.join(sorted(own)) or 'none'}"
+    if owners:
+        return OverrideError(f"--set {key}: not a hyperparameter of {method} (it belongs to "
+                             f"{' and '.join(owners)}); {mine}")
+    fields = sorted(set(_FIELDS) - {"params"})
+    every = {name for defaults in hyperparameters.values() for name in defaults}
+    close = difflib.get_close_matches(key, [*fields, *sorted(every)], n=3, cutoff=0.6)
+    if close:
+        return OverrideError(f"--set {key}: unknown key; did you mean {' or '.join(close)}?")
+    return OverrideError(f"--set {key}: unknown key; trial fields: {', '.join(fields)}; "
+                         f"{mine}")
+
+
+def apply_overrides(config: TrialConfig, overrides: Mapping[str, Any],
+                    hyperparameters: Mapping[str, Mapping[str, Any]]) -> TrialConfig:
+    """`--set` values over a loaded config (they win over the file and the flags).
+
+    A key is a TrialConfig field, or a hyperparameter of the config's method (its `defaults`,
+    given per method in `hyperparameters`), which goes into `params`. Values get the checks a
+    config file's get, the hyperparameters that of the type of their default; every error is
+    an OverrideError naming the key."""
+    values = config.to_dict()
+    params = dict(values["params"])
+    if "method" in overrides:
+        method = overrides["method"]
+        if not isinstance(method, str) or method not in hyperparameters:
+            raise OverrideError(f"--set method: unknown method {method!r}; known: "
+                                f"{', '.join(sorted(hyperparameters))}")
+        values["method"] = method
+    method = values["method"]
+    own = hyperparameters.get(method)
+    for key, raw in overrides.items():
+        if key == "params":
+            raise OverrideError(f"--set params: set method hyperparameters one at a time, "
+                                f"e.g. --set {next(iter(own or {}), 'KEY')}=VALUE")
+        if key in _FIELDS:
+            hint = _HINTS[key]
+            value = raw
+            if not _accepts(hint, value):
+                as_list = (f" (a list is written {key}=[{raw}])"
+                           if typing.get_origin(hint) is list and _accepts(hint, [value]) else "")
+                raise OverrideError(f"--set {key}: {raw!r} is not {_type_name(hint)}{as_list}")
+            values[key] = float(value) if hint is float else value
+            try:
+                TrialConfig(**{**config.to_dict(), key: values[key]})
+            except ConfigError as error:
+                raise OverrideError(f"--set {key}: invalid value {values[key]!r} "
+                                    f"(must be {error.rule})") from None
+        elif own is None:
+            raise OverrideError(f"--set {key}: not a trial field, and method {method!r} is "
+                                f"unknown (known: {', '.join(sorted(hyperparameters))})")
+        elif key in own:
+            default = own[key]
+            value = raw
+            if default is not None and not _accepts(type(default), value):
+                raise OverrideError(f"--set {key}: {raw!r} is not {_type_name(type(default))} "
+                                    f"(a {method} hyperparameter; default {default!r})")
+            params[key] = float(value) if isinstance(default, float) else value
+        else:
+            raise _unknown_key(key, method, own, hyperparameters)
+    values["params"] = params
+    return TrialConfig(**values)

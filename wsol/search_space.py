@@ -15,7 +15,7 @@ import optuna
 import yaml
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.config import ConfigError, TrialConfig
+from wsol.config import ConfigError, TrialConfig, read_yaml
 from wsol.methods.base import METHODS
 
 TOP_KEYS = {"method", "extends", "params", "fixed", "constraints", "defaults"}
@@ -120,7 +120,7 @@ def _fail(path: Path, key: str, message: str) -> ConfigError:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:

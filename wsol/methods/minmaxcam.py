@@ -7,6 +7,7 @@ which CRR and FRR can reach w. Detaching H would silently turn stage II off.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -76,6 +77,29 @@ def stage_two_loss(model: CAMClassifier, images: torch.Tensor, labels: torch.Ten
     return {"crr": crr, "frr": frr, "stage2": lambda1 * crr + lambda2 * frr}
 
 
+def class_set_sampler(method: Method, labels: Sequence[int], seed: int) -> ClassSetBatchSampler:
+    """Batches of `classes_per_batch` classes x `set_size` images, fitted to the data.
+
+    The authors' 12 classes per batch cannot fit a dataset with fewer classes in train (the
+    8-class synthetic demo): a default is then lowered to the classes present, with a note;
+    a value the user set (config params, --set, a search's sampled or fixed value: anything in
+    `config.params`) is refused with the reason, as silently changing it would misreport it.
+    """
+    present = len(set(labels))
+    wanted = int(method.hp["classes_per_batch"])
+    if not 1 <= wanted <= present:
+        if "classes_per_batch" in method.config.params or wanted < 1:
+            raise ValueError(
+                f"{method.name} classes_per_batch={wanted} does not fit the data: each batch "
+                f"takes set_size images from each of classes_per_batch distinct classes, and "
+                f"train has {present} classes; set classes_per_batch "
+                + ("to 1" if present == 1 else f"between 1 and {present}"))
+        print(f"note: {method.name} classes_per_batch {wanted} -> {present} (the data has "
+              f"{present} classes); set it to silence this", file=sys.stderr, flush=True)
+        method.hp["classes_per_batch"] = wanted = present
+    return ClassSetBatchSampler(labels, wanted, int(method.hp["set_size"]), seed=seed)
+
+
 @METHODS.register("minmaxcam")
 class MinMaxCAM(Method):
     name = "minmaxcam"
@@ -96,8 +120,7 @@ class MinMaxCAM(Method):
         return {"main": self.sgd(self.classifier_groups(self.model)), "stage2": stage_two}
 
     def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]]:
-        return ClassSetBatchSampler(labels, int(self.hp["classes_per_batch"]),
-                                    int(self.hp["set_size"]), seed=seed)
+        return class_set_sampler(self, labels, seed)
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
                     epoch: int) -> dict[str, float]:

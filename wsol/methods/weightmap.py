@@ -14,6 +14,7 @@ CAM methods' stride-1 layer4), and every parameter of f trains at the trial's si
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -25,8 +26,8 @@ import torchvision.models as tvm
 from torch import nn
 from torch.utils.data import Sampler
 
-from wsol.data.sampler import ClassSetBatchSampler
 from wsol.methods.base import METHODS, Method
+from wsol.methods.minmaxcam import class_set_sampler
 from wsol.models.backbones import Backbone, load_torchvision
 from wsol.models.classifier import CAMClassifier
 from wsol.models.generator import UNetGenerator
@@ -114,13 +115,31 @@ class WeightMap(Method):
     def build_model(self) -> nn.Module:
         if self.hp["variant"] not in ("I", "II"):
             raise ValueError(f"weightmap variant must be 'I' or 'II', got {self.hp['variant']!r}")
-        if not 1 <= int(self.hp["classifier_epochs"]) < self.config.epochs:
-            raise ValueError("weightmap needs 1 <= classifier_epochs < epochs "
-                             f"({self.hp['classifier_epochs']} and {self.config.epochs})")
+        self._fit_classifier_epochs()
         encoder = str(self.hp["generator_encoder"])
         generator = UNetGenerator(encoder, None if encoder == "tiny" else self.config.weights)
         embedding = int(self.hp["embedding_dim"]) if self.hp["variant"] == "II" else None
         return WeightMapModel(self.build_f(), generator, embedding)
+
+    def _fit_classifier_epochs(self) -> None:
+        """classifier_epochs must leave the generator at least one epoch: the default 5 does
+        not with `--epochs 2`, so a default is lowered (with a note) to half the epochs; a
+        value the user set (anything in `config.params`) is refused with the reason."""
+        wanted, epochs = int(self.hp["classifier_epochs"]), self.config.epochs
+        if 1 <= wanted < epochs:
+            return
+        why = ("the first classifier_epochs epochs train the classifier f only, the rest the "
+               "generator g, and the maps of g are what is evaluated")
+        if "classifier_epochs" in self.config.params or epochs < 2:
+            raise ValueError(f"weightmap needs 1 <= classifier_epochs < epochs, got "
+                             f"classifier_epochs={wanted} and epochs={epochs}: {why}; "
+                             + ("set epochs >= 2" if epochs < 2 else "set classifier_epochs "
+                                + ("to 1" if epochs == 2 else f"between 1 and {epochs - 1}")))
+        adapted = max(1, epochs // 2)
+        print(f"note: weightmap classifier_epochs {wanted} -> {adapted} (it must be below "
+              f"epochs={epochs}; half the epochs go to the classifier); set it to silence this",
+              file=sys.stderr, flush=True)
+        self.hp["classifier_epochs"] = adapted
 
     def build_f(self) -> CAMClassifier:
         """The trial's backbone + GAP + one linear layer; ResNets plain as in the paper (so
@@ -145,8 +164,7 @@ class WeightMap(Method):
     def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]] | None:
         if self.hp["variant"] == "I":
             return None
-        return ClassSetBatchSampler(labels, int(self.hp["classes_per_batch"]),
-                                    int(self.hp["set_size"]), seed=seed)
+        return class_set_sampler(self, labels, seed)
 
     def evaluates(self, epoch: int) -> bool:
         return epoch >= int(self.hp["classifier_epochs"])

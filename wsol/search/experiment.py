@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from wsol.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
-from wsol.config import ConfigError, config_from_dict, paths_relative_to_file
+from wsol.config import ConfigError, config_from_dict, paths_relative_to_file, read_yaml
 from wsol.paths import expand, project_file
 from wsol.search.pairs import pair_name
 
@@ -74,7 +74,9 @@ class Experiment:
         return self.family or DATASET_FAMILIES[self.dataset.lower()]
 
     def pretrained(self) -> bool:
-        return self.trial.get("weights") is not None
+        """Whether the papers' rows for ImageNet-pretrained bodies apply. The tiny body
+        pretrained on a synthetic task is another regime: its rates are the from-scratch ones."""
+        return self.trial.get("weights") not in (None, "synthetic-pretrained")
 
     def ranges_for(self, method: str, searched: set[str]) -> dict[str, dict[str, Any]]:
         """param_ranges that apply to one method's space: the shared keys it searches, and
@@ -133,7 +135,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = read_yaml(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"{path}: cannot read experiment: {error}") from None
         if not isinstance(loaded, dict):
