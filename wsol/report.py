@@ -4,7 +4,9 @@ Rows are method x backbone, columns each dataset's metric on train-fullsup (the 
 selected epoch) and on test (the latest `wsol evaluate` of that pair), each with the
 difference to CAM on the same backbone, and how many trials stand behind the row. Written as
 Markdown, CSV and LaTeX, with the threshold curves, search histories and parallel
-coordinates, and logged as a report run.
+coordinates, and logged as a report run. Where the runs hold a compare (`wsol compare`), the
+report adds its verdict per method (wsol.report_compare), and for every report the
+robustness view: score distributions and hyperparameter importances (wsol.robustness).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import tempfile
 import warnings
 from collections import defaultdict
@@ -28,7 +31,7 @@ import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from wsol import runs
+from wsol import report_compare, robustness, runs
 from wsol.tracking import ensure_experiment
 
 REPORT_EXPERIMENT = "wsol-reports"
@@ -122,13 +125,23 @@ def _number(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def write_markdown(header: list[str], rows: list[list[str]], path: Path) -> None:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+Section = tuple[str, list[str]]  # (title, Markdown lines)
+
+
+def write_markdown(header: list[str], rows: list[list[str]], path: Path,
+                   sections: list[Section] | None = None) -> None:
+    lines = markdown_table(header, rows)
     lines += ["", "train-fullsup: the best trial's selected epoch (what selection saw). "
               "test: the latest `wsol evaluate` of the pair's promoted model (read once per "
               "evaluation, never used to choose). vs CAM: difference to CAM on the same "
               "backbone and split."]
+    for title, body in sections or []:
+        lines += ["", f"## {title}", "", *body]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -139,14 +152,20 @@ def write_csv(header: list[str], rows: list[list[str]], path: Path) -> None:
         writer.writerows(rows)
 
 
+# A cell LaTeX right-aligns: empty, a number, or "mean ± std".
+_NUMERIC = re.compile(r"([+-]?\d+(\.\d+)?(e[+-]?\d+)?( ± \d+(\.\d+)?)?)?")
+
+
 def write_latex(header: list[str], rows: list[list[str]], path: Path) -> None:
     def escape(text: str) -> str:
         for char, replacement in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
-                                  ("_", r"\_"), ("#", r"\#")):
+                                  ("_", r"\_"), ("#", r"\#"), ("±", r"$\pm$")):
             text = text.replace(char, replacement)
         return text
 
-    lines = [r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", r"\toprule",
+    columns = "".join("r" if all(_NUMERIC.fullmatch(row[i]) for row in rows) else "l"
+                      for i in range(len(header)))
+    lines = [r"\begin{tabular}{" + columns + "}", r"\toprule",
              " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(escape(c) for c in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -250,27 +269,97 @@ def plot_studies(results: list[PairResult], out: Path) -> list[Path]:
     return written
 
 
+def write_table(header: list[str], rows: list[list[str]], out: Path, stem: str) -> None:
+    """A table of its own as CSV and LaTeX (the Markdown goes into report.md)."""
+    write_csv(header, rows, out / f"{stem}.csv")
+    write_latex(header, rows, out / f"{stem}.tex")
+
+
+def robustness_sections(results: list[PairResult], out: Path) -> tuple[list[Section], int]:
+    """Score distributions of every finished trial, and hyperparameter importances."""
+    scores: robustness.Scores = defaultdict(dict)
+    for result in results:
+        scores[(result.pair.dataset, result.pair.backbone)][result.pair.method] = [
+            r.data.metrics[runs.SCORE_METRIC] for r in result.finished]
+    plots = robustness.plot_score_distributions(scores, out)
+    studies = [(str(r.pair), study) for r in results if (study := study_of(r)) is not None]
+    header, rows = robustness.importance_table(studies)
+    write_table(header, rows, out, "importance")
+    _, name = robustness.evaluator()
+    sections = [
+        ("Robustness: train-fullsup scores of every trial",
+         [f"![{p.stem}]({p.name})" for p in plots]
+         + ["", "Every finished trial of the search(es), early-stopped ones at the best score "
+            "they reached: how a method does across its search, not only at its best trial."]),
+        ("Hyperparameter importance (train-fullsup score)",
+         [*markdown_table(header, rows), "",
+          f"Evaluator: {name}, over the Optuna study rebuilt from the pair's MLflow trial runs "
+          "(every search in scope pooled); parameters that not every complete trial has "
+          "(conditional ones) are left out by fANOVA."]),
+    ]
+    return sections, len(plots)
+
+
+def compare_sections(client: MlflowClient, ids: list[str], compare_id: str,
+                     out: Path) -> list[Section]:
+    """The verdict table and the selected hyperparameters of the compare's promoted models."""
+    models = report_compare.seed_models(client, ids, compare_id)
+    if not models:
+        return [(f"Compare {compare_id}", ["No test evaluation of this compare was found."])]
+    metrics = tuple(m for m in METRICS if any(x.test(m) is not None for x in models))
+    header, rows = report_compare.verdict_table(models, metrics)
+    write_table(header, rows, out, "compare")
+    selected_header, selected_rows = report_compare.selected_table(models)
+    write_table(selected_header, selected_rows, out, "selected")
+    return [
+        (f"Compare {compare_id}: test over search seeds",
+         [*markdown_table(header, rows), "", report_compare.interval_note(models)]),
+        (f"Compare {compare_id}: selected hyperparameters of the promoted models",
+         [*markdown_table(selected_header, selected_rows), "",
+          "Values the experiment fixes for all trials (`trial:`, `method_params:`, the papers' "
+          "default rows) are not repeated here: they are the search parent run's params."]),
+    ]
+
+
 def build_report(client: MlflowClient, out: Path, experiments: list[str] | None = None,
-                 log: bool = True, searches: list[str] | None = None) -> dict[str, Any]:
+                 log: bool = True, searches: list[str] | None = None,
+                 compare: str | None = None) -> dict[str, Any]:
+    """compare: a compare id or 'latest' (only that compare's searches); without it, the
+    latest compare among the runs in scope, if any, gets its section too."""
+    ids = runs.experiment_ids(client, experiments)
+    compare_id = None
+    if compare:
+        if searches:
+            raise ValueError("--compare and --search exclude each other (a compare is its "
+                             "searches)")
+        compare_id, searches = report_compare.resolve_compare(client, ids, compare)
     results = collect(client, experiments, searches)
     if not results:
         raise ValueError("no trial runs found in MLflow"
                          + (f" (experiments {experiments})" if experiments else "")
                          + (f" (searches {searches})" if searches else ""))
+    if compare_id is None:
+        compare_id = report_compare.latest_compare_of(
+            client, {t.data.tags.get(runs.PARENT_TAG, "") for r in results for t in r.trials})
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table(results)
-    write_markdown(header, rows, out / "report.md")
+    sections = [] if compare_id is None else compare_sections(client, ids, compare_id, out)
+    extra, distributions = robustness_sections(results, out)
+    write_markdown(header, rows, out / "report.md", sections + extra)
     write_csv(header, rows, out / "report.csv")
     write_latex(header, rows, out / "report.tex")
     plots = plot_threshold_curves(client, results, out) + plot_studies(results, out)
     summary: dict[str, Any] = {"files": sorted(p.name for p in out.iterdir()),
-                               "pairs": [str(r.pair) for r in results], "report_run_id": None}
+                               "pairs": [str(r.pair) for r in results], "report_run_id": None,
+                               "compare_id": compare_id}
     if log:
         experiment_id = ensure_experiment(client, REPORT_EXPERIMENT, client.tracking_uri)
-        run = client.create_run(experiment_id, run_name="report",
-                                tags={runs.KIND_TAG: "report"})
+        tags = {runs.KIND_TAG: "report"}
+        if compare_id:
+            tags[report_compare.COMPARE_TAG] = compare_id
+        run = client.create_run(experiment_id, run_name="report", tags=tags)
         client.log_artifacts(run.info.run_id, str(out))
         client.set_terminated(run.info.run_id, "FINISHED")
         summary["report_run_id"] = run.info.run_id
-    summary["plots"] = len(plots)
+    summary["plots"] = len(plots) + distributions
     return summary

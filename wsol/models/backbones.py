@@ -350,14 +350,25 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
 
 @BACKBONES.register("tiny")
 def tiny(weights: str | None = None, large_feature_map: bool = False, width: int = 32) -> Backbone:
-    """Four conv layers at stride 4: trains in minutes on 2 CPU cores (demo and tests)."""
-    if weights is not None:
-        raise ValueError("the tiny backbone has no pretrained weights; use weights: null")
+    """Four conv layers at stride 4: trains in minutes on 2 CPU cores (demo and tests).
+
+    weights: None (random init), "synthetic-pretrained" (pretrained on a separate synthetic
+    classification task, built and cached on first use: wsol.models.synthetic_pretrained) or
+    a path to a state dict of this body; loaded strictly (the pretraining head is not in it).
+    """
+    if weights == "imagenet":
+        raise ValueError("the tiny backbone has no ImageNet weights; use weights: null, "
+                         "synthetic-pretrained or a path")
     _no_large_feature_map("tiny", large_feature_map, "(it is ours, at stride 4 already)")
     stem = nn.Sequential(conv_bn_relu(3, width, 2), conv_bn_relu(width, 2 * width, 2),
                          conv_bn_relu(2 * width, 4 * width))
     head = conv_bn_relu(4 * width, 4 * width)
-    return Backbone(stem, head, 4 * width, [head])
+    backbone = Backbone(stem, head, 4 * width, [head])
+    if weights is not None:
+        from wsol.models.synthetic_pretrained import load_body  # it builds this backbone
+
+        load_body(backbone, weights, width)
+    return backbone
 
 
 def build_backbone(name: str, weights: str | None = None, large_feature_map: bool = False,
