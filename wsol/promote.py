@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from wsol import runs
+from wsol.tracking import ui_link
 from wsol.train import SELECTION_SPLIT
 
 TIE_BREAKERS = ("MaxBoxAccV2", "PxAP", "MaxBoxAcc")
@@ -162,7 +163,7 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
         version = str(client.create_model_version(
             name, source=f"{run.info.artifact_uri}/checkpoint", run_id=run.info.run_id,
             tags=version_tags,
-            description=f"best {choices['selection_metric']} on {SELECTION_SPLIT}: {score:.2f}",
+            description=_description(run, choices, score, lineage),
         ).version)
     previous = _alias_version(client, name, alias)
     if previous is not None and previous != version:
@@ -170,6 +171,20 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
     client.set_registered_model_alias(name, alias, version)
     return Promotion(f"models:/{name}@{alias}", name, version, run.info.run_id, alias,
                      previous if previous != version else None, score, choices, lineage)
+
+
+def _description(run: Run, choices: dict[str, str], score: float,
+                 lineage: dict[str, str]) -> str:
+    """Markdown the registry page renders: the score and links to the trial run and its
+    search in the MLflow UI (relative, so they work on any server)."""
+    experiment = lineage["experiment_id"]
+    lines = [f"best {choices['selection_metric']} on {SELECTION_SPLIT}: {score:.2f}", "",
+             f"- trial run: [{run.info.run_name or run.info.run_id}]"
+             f"({ui_link(experiment, run.info.run_id)}) (`{run.info.run_id}`)"]
+    if lineage["search_run_id"]:
+        lines.append(f"- search: [parent run]({ui_link(experiment, lineage['search_run_id'])}) "
+                     f"(`{lineage['search_run_id']}`)")
+    return "\n".join(lines)
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:

@@ -4,6 +4,10 @@ The driver logs (a Ray Tune callback), so trials on any node need no MLflow acce
 own, early-stopped and failed trials are closed properly, and a restored search finds its
 existing child runs by their Ray trial id instead of creating duplicates. Only values from
 the experiment config and the trials are logged, never the environment (credentials).
+
+What a user browses: experiments tagged as model training, trial runs named `cam/tiny #01`,
+and a parent run that ends with the search (FINISHED / FAILED / KILLED) holding the best score
+per pair as metrics and the summary table as an artifact.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import json
 import os
 import subprocess
 import tempfile
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus, ViewType
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -29,7 +35,16 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
 TRIAL_TAG = "wsol.ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+TRIAL_NUMBER_TAG = "wsol.trial_number"
+END_REASON_TAG = "wsol.end_reason"
 ARTIFACTS = ("best.pt", "metrics.json", "curves.json", "curves.png", "overlays.png")
+# The experiment kind MLflow 3's experiment-kind selector writes; "custom_model_development"
+# is its "Machine learning" kind (runs table, not the GenAI traces view).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3.17's UI picks the view from one global GenAI / Model training switch (browser
+# storage, GenAI by default) rather than from the tag; this query opens the model view.
+UI_QUERY = "workflowType=machine_learning"
 
 
 def tracking_uri(given: str | None = None) -> str:
@@ -62,14 +77,44 @@ def dataset_fingerprint(metadata_root: str | Path) -> str:
     return digest.hexdigest()
 
 
+def ui_link(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's own relative link (append it to the server's address) to one run, or
+    to the runs table with the trials flat and best first (sorted by anything but start time,
+    the table stops folding trials under their search's run), in the model-training view."""
+    if run_id:
+        return f"#/experiments/{experiment_id}/runs/{run_id}?{UI_QUERY}"
+    order = urllib.parse.quote("metrics.`selected/score`", safe=".")
+    return f"#/experiments/{experiment_id}/runs?{UI_QUERY}&orderByKey={order}&orderByAsc=false"
+
+
+def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The tracking server's page, or `mlflow ui`'s default address for a local store; no
+    credentials (a user:password@ in the URI is left out)."""
+    base = "http://127.0.0.1:5000"
+    if tracking_uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(tracking_uri)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        base = f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
+    return f"{base}/{ui_link(experiment_id, run_id)}"
+
+
+def trial_run_name(pair: str, number: int) -> str:
+    return f"{pair} #{number:02d}"
+
+
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The experiment's id, created if missing; tagged as model training either way, so
+    experiments made by older versions get the tag too."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:"):
         location = (Path(DEFAULT_ARTIFACT_ROOT).resolve()).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, str]:
@@ -104,6 +149,66 @@ def start_search_run(tracking_uri: str, experiment: dict[str, Any], spaces: dict
     return experiment_id, run_id
 
 
+def reopen_search_run(tracking_uri: str, run_id: str) -> None:
+    """A restored search runs again: its parent run too, until it ends."""
+    client = MlflowClient(tracking_uri)
+    client.update_run(run_id, RunStatus.to_string(RunStatus.RUNNING))
+    if END_REASON_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, END_REASON_TAG)
+
+
+def end_search_run(tracking_uri: str, run_id: str, status: str,
+                   summary: dict[str, Any] | None = None, reason: str | None = None) -> None:
+    """Closes the parent run with the search: the best train-fullsup score per pair as
+    metrics `best/<method>/<backbone>`, the summary as summary.md / summary.json, the status
+    (FINISHED, FAILED or KILLED) and, if it did not finish, why."""
+    client = MlflowClient(tracking_uri)
+    if reason:
+        client.set_tag(run_id, END_REASON_TAG, _reason(reason))
+    if summary is not None:
+        metrics = [mlflow.entities.Metric(f"best/{pair}", float(best["score"]),
+                                          _now_ms(), 0)
+                   for pair, best in sorted(summary["best"].items())]
+        metrics += [mlflow.entities.Metric(name, float(summary[key]), _now_ms(), 0)
+                    for name, key in (("trials", "trials"), ("trials_failed", "failed"))]
+        client.log_batch(run_id, metrics=metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            (Path(tmp) / "summary.md").write_text(summary_markdown(summary, status))
+            client.log_artifact(run_id, str(Path(tmp) / "summary.json"))
+            client.log_artifact(run_id, str(Path(tmp) / "summary.md"))
+    client.set_terminated(run_id, status)
+
+
+def summary_markdown(summary: dict[str, Any], status: str) -> str:
+    """The search's result table as MLflow's artifact viewer renders it (links stay in the
+    UI)."""
+    experiment_id = summary.get("experiment_id", "")
+    lines = [f"# Search {summary.get('name', '')}: {status}", "",
+             f"{summary['trials']} trials, {summary['failed']} failed. Best train-fullsup "
+             "score per (method, backbone):", "",
+             "| method/backbone | best score | trial | trials (finished / stopped early / "
+             "failed) |", "|---|---:|---|---|"]
+    pairs = summary.get("pairs", {})
+    for pair in sorted(set(pairs) | set(summary["best"])):
+        counts = pairs.get(pair, {})
+        done = (f"{counts.get('finished', 0)} / {counts.get('stopped', 0)} / "
+                f"{counts.get('failed', 0)}")
+        best = summary["best"].get(pair)
+        if best is None:
+            lines.append(f"| {pair} | - | - | {done} |")
+            continue
+        name = best.get("run_name") or best.get("run_id") or "?"
+        trial = f"[{name}]({ui_link(experiment_id, best['run_id'])})" if best.get("run_id") \
+            else name
+        lines.append(f"| {pair} | {best['score']:.2f} | {trial} | {done} |")
+    return "\n".join(lines) + "\n"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class MLflowTrialCallback(Callback):
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
                  dataset: str):
@@ -112,33 +217,60 @@ class MLflowTrialCallback(Callback):
         self.parent_run_id = parent_run_id
         self.dataset = dataset
         self.runs: dict[str, str] = {}
+        self.names: dict[str, str] = {}
         self.placed: set[str] = set()
 
     @property
     def client(self) -> MlflowClient:
         return MlflowClient(self.tracking_uri)
 
-    def run_id_of(self, trial_id: str) -> str | None:
+    def run_of(self, trial_id: str) -> Run | None:
         existing = self.client.search_runs(
             [self.experiment_id],
             f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
         )
-        return existing[0].info.run_id if existing else None
+        return existing[0] if existing else None
+
+    def run_id_of(self, trial_id: str) -> str | None:
+        run = self.run_of(trial_id)
+        return run.info.run_id if run else None
+
+    def name_of(self, trial: Trial) -> str:
+        """The trial's run name (`cam/tiny #01`), or Ray's name before its run exists."""
+        return self.names.get(trial.trial_id, str(trial))
+
+    def _next_number(self, client: MlflowClient, method: str, backbone: str) -> int:
+        """Trials are numbered per pair in the order they start; runs of this search left by
+        a killed driver (also deleted ones) keep their numbers."""
+        runs = client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`wsol.method` = '{method}' "
+            f"and tags.`wsol.backbone` = '{backbone}'", run_view_type=ViewType.ALL,
+            max_results=10_000)
+        numbers = [int(r.data.tags.get(TRIAL_NUMBER_TAG, 0)) for r in runs]
+        return max(numbers, default=0) + 1
 
     def _run_for(self, trial: Trial) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         client = self.client
-        run_id = self.run_id_of(trial.trial_id)
-        if run_id is not None:
+        run = self.run_of(trial.trial_id)
+        if run is not None:
+            run_id = run.info.run_id
+            self.names[trial.trial_id] = run.info.run_name
             client.update_run(run_id, "RUNNING")
         else:
-            method, backbone = trial.config[PAIR_KEY].split("/")
-            run_id = client.create_run(self.experiment_id, run_name=str(trial), tags={
+            pair = trial.config[PAIR_KEY]
+            method, backbone = pair.split("/")
+            number = self._next_number(client, method, backbone)
+            name = trial_run_name(pair, number)
+            run_id = client.create_run(self.experiment_id, run_name=name, tags={
                 PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
+                TRIAL_NUMBER_TAG: str(number), "wsol.ray_trial_name": str(trial),
                 "wsol.kind": "trial", "wsol.method": method, "wsol.backbone": backbone,
                 "wsol.dataset": self.dataset, "wsol.selection_split": SELECTION_SPLIT,
             }).info.run_id
+            self.names[trial.trial_id] = name
             for key, value in _flat("", trial.config).items():
                 client.log_param(run_id, key, value)
         self.runs[trial.trial_id] = run_id

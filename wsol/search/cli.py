@@ -44,15 +44,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"search.py: error: {error}", file=sys.stderr)
         return 2
+    from wsol.tracking import ui_url
+
     print(f"\n{summary['trials']} trials, {summary['failed']} failed. "
           "Best train-fullsup score per (method, backbone):")
     for pair, best in sorted(summary["best"].items()):
-        print(f"  {pair:<24} {best['score']:7.2f}   MLflow run {best['run_id']}")
+        name = best.get("run_name") or ""
+        print(f"  {pair:<24} {best['score']:7.2f}   {name:<20} MLflow run {best['run_id']}")
     uri = summary["tracking_uri"]
     print(f"\nMLflow parent run: {summary['parent_run_id']}")
+    page = ui_url(uri, summary["experiment_id"])
     if uri.startswith("sqlite:"):
         mlflow = Path(sys.executable).parent / "mlflow"
         print(f"Open the MLflow UI:  {mlflow} ui --backend-store-uri {uri}")
+        print(f"  then the search's runs:  {page}")
     else:
         print(f"MLflow tracking server: {uri}")
+        print(f"The search's runs:  {page}")
+    print(f"Ray, Tune and trial output: {summary['log']}")
     return 0

@@ -1,16 +1,30 @@
-"""Runs a search: validates everything, then Ray Tune + per-pair Optuna/ASHA + MLflow."""
+"""Runs a search: validates everything, then Ray Tune + per-pair Optuna/ASHA + MLflow.
+
+The console shows the search itself (one line per ended trial, a progress block every half
+minute); what Ray, Tune, Optuna, MLflow and the trials print goes to the search's log file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import optuna
 import pyarrow.fs
 import ray
 from ray import tune
+from ray._private import ray_logging
+from ray._private import worker as ray_worker
+from ray.tune import Callback
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -20,18 +34,32 @@ from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.methods.base import METHODS
 from wsol.paths import expand, is_uri
 from wsol.search.experiment import Experiment
-from wsol.search.pairs import PairedASHA, PairedSearcher
+from wsol.search.pairs import PAIR_KEY, PairedASHA, PairedSearcher
 from wsol.search.trainable import search_trial, trial_config_values
 from wsol.search_space import SearchSpace, load_search_space
 from wsol.tracking import (
     DEFAULT_TRACKING_URI,
+    PARENT_TAG,
+    TRIAL_TAG,
     MLflowTrialCallback,
     dataset_fingerprint,
+    end_search_run,
+    reopen_search_run,
     start_search_run,
     tracking_uri,
+    ui_url,
 )
 
 METRIC, MODE = "score", "max"
+LOG_NAME = "search.log"
+PROGRESS_EVERY_S = 30.0  # and a tenth of the time spent once that is longer (at most 10 min)
+# The three newest checkpoints of a trial are kept (each holds the selected best.pt and the
+# resume state, so the newest alone has everything). Tune forces a snapshot of its experiment
+# state once a trial has made `num_to_keep` checkpoints since the last one, so that the
+# snapshot never names a deleted checkpoint: with 1 after every report (several a second
+# with the demo's 3-second epochs: Tune's "snapshotting has been triggered multiple times"
+# warning), with 3 at most every second epoch of a trial, 6 s apart there.
+CHECKPOINTS_KEPT = 3
 
 
 def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
@@ -136,71 +164,126 @@ def prepare_data(experiment: Experiment) -> None:
     if not preset:
         return
     if not root.exists():
-        print(f"generating the synthetic benchmark ({preset}) in {root}", file=sys.stderr)
+        say(f"generating the synthetic benchmark ({preset}) in {root}", error=True)
         ensure_generated(root, PRESETS[preset], seed=experiment.seed)
         return
     reason = mismatch(root, PRESETS[preset], experiment.seed)
     if reason:
-        print(f"warning: {root} is not the {preset!r} preset at seed {experiment.seed} of this "
-              f"version ({reason}); delete {root} to regenerate it", file=sys.stderr)
+        say(f"warning: {root} is not the {preset!r} preset at seed {experiment.seed} of this "
+            f"version ({reason}); delete {root} to regenerate it", error=True)
+
+
+def log_path(experiment: Experiment, storage: str) -> Path:
+    """Beside the search's Ray state for local storage; for S3 storage (no place to append a
+    log to) in mlruns/logs/<name>/ under the working directory."""
+    if is_uri(storage):
+        return Path("mlruns", "logs", experiment.name, LOG_NAME).resolve()
+    return Path(storage, experiment.name, LOG_NAME)
 
 
 def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
-    """Returns the best train-fullsup score per pair and where to look."""
-    spaces = load_spaces(experiment)
-    prepare_data(experiment)
-    uri = tracking_uri(experiment.tracking_uri)
-    if uri == DEFAULT_TRACKING_URI:
-        Path("mlruns").mkdir(exist_ok=True)
+    """Returns the best train-fullsup score per pair and where to look. The MLflow parent
+    run ends with the search: FINISHED, KILLED (interrupted; --restore resumes it) or
+    FAILED."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" per method
+    try:
+        spaces = load_spaces(experiment)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    storage = _storage(experiment.storage_path)
+    log = log_path(experiment, storage)
+    with console_to_log(log):
+        say(f"search {experiment.name}: {len(experiment.pairs())} (method, backbone) pairs x "
+            f"{experiment.trials_per_pair} trials, {experiment.max_concurrent} at a time"
+            + (", restored" if restore else ""))
+        say(f"Ray, Tune and trial output: {log}")
+        prepare_data(experiment)
+        uri = tracking_uri(experiment.tracking_uri)
+        if uri == DEFAULT_TRACKING_URI:
+            Path("mlruns").mkdir(exist_ok=True)
+        if not ray.is_initialized():
+            ray.init(address=experiment.ray_address, include_dashboard=False)
+        worker_output_to(log)
+        tuner, experiment_id, run_id = _tuner(experiment, spaces, uri, storage, restore)
+        say(f"MLflow parent run {run_id}: {ui_url(uri, experiment_id)}")
+        try:
+            grid = tuner.fit()
+            summary = _summary(grid, MLflowTrialCallback(uri, experiment_id, run_id,
+                                                         experiment.dataset), uri,
+                               pair_epochs(experiment, spaces))
+            summary.update(name=experiment.name, experiment_id=experiment_id, log=str(log))
+            status, reason = "FINISHED", None
+            budget = len(experiment.pairs()) * experiment.trials_per_pair
+            if summary["unfinished"] or (experiment.time_budget_s is None
+                                         and summary["trials"] < budget):
+                # Tune ends a search on Ctrl+C without raising; the runs of the trials it
+                # stopped stay RUNNING until --restore continues them.
+                status = "KILLED"
+                reason = (f"interrupted: {summary['trials'] - summary['unfinished']} of "
+                          f"{budget} trials ended; resume with --restore")
+                say(f"search {status}: {reason}")
+            end_search_run(uri, run_id, status, summary, reason)
+        except BaseException as error:
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            with contextlib.suppress(Exception):  # the search's own error is the one to see
+                end_search_run(uri, run_id, status, reason=f"{type(error).__name__}: {error}")
+            raise
+        return summary
+
+
+def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, storage: str,
+           restore: bool) -> tuple[tune.Tuner, str, str]:
+    experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
     metadata = experiment.trial_base().get("metadata_root") or \
         str(Path(experiment.trial_base()["data_root"]) / "metadata")
-    storage = _storage(experiment.storage_path)
-    experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
-    if not ray.is_initialized():
-        ray.init(address=experiment.ray_address, include_dashboard=False)
+    defaults = pair_defaults(experiment, spaces)
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=experiment.trial_base(),
                              method_params=experiment.method_params,
-                             pair_defaults=pair_defaults(experiment, spaces),
+                             pair_defaults=defaults,
                              synthetic_preset=experiment.synthetic_preset),
         experiment.resources_per_trial,
     )
     if restore:
         if not tune.Tuner.can_restore(experiment_dir):
             raise FileNotFoundError(f"no search to restore at {experiment_dir}")
-        # The MLflow callback comes back with the pickled run config; it finds the child runs
-        # it already made by their Ray trial id.
+        # The MLflow and progress callbacks come back with the pickled run config; the MLflow
+        # one finds the child runs it already made by their Ray trial id.
         tuner = tune.Tuner.restore(experiment_dir, trainable)
         parent = _read_parent(experiment_dir)
-        experiment_id, run_id = parent["experiment_id"], parent["run_id"]
-    else:
-        experiment_id, run_id = start_search_run(
-            uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
-            dataset_fingerprint(metadata))
-        _write_parent(experiment_dir, experiment_id, run_id)
-        callback = MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset)
-        searcher = ConcurrencyLimiter(_searcher(experiment, spaces),
-                                      max_concurrent=experiment.max_concurrent)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, scheduler=_scheduler(experiment),
-                num_samples=len(experiment.pairs()) * experiment.trials_per_pair,
-                time_budget_s=experiment.time_budget_s,
-                reuse_actors=True,  # no new worker process (and imports) per trial
-            ),
-            run_config=tune.RunConfig(
-                name=experiment.name, storage_path=storage, callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=0),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute="best_score",
-                    checkpoint_score_order="max"),
-                verbose=1,
-            ),
-        )
-    grid = tuner.fit()
-    return _summary(grid, MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset),
-                    uri)
+        reopen_search_run(uri, parent["run_id"])
+        return tuner, parent["experiment_id"], parent["run_id"]
+    experiment_id, run_id = start_search_run(
+        uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
+        dataset_fingerprint(metadata))
+    _write_parent(experiment_dir, experiment_id, run_id)
+    callback = MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset)
+    progress = SearchProgress(
+        {pair: experiment.trials_per_pair for pair in experiment.pairs()},
+        {pair: trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
+                                   experiment.method_params, defaults)
+         for pair in experiment.pairs()},
+        callback, time_budget_s=experiment.time_budget_s)
+    searcher = ConcurrencyLimiter(_searcher(experiment, spaces),
+                                  max_concurrent=experiment.max_concurrent)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=_scheduler(experiment),
+            num_samples=len(experiment.pairs()) * experiment.trials_per_pair,
+            time_budget_s=experiment.time_budget_s,
+            reuse_actors=True,  # no new worker process (and imports) per trial
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name, storage_path=storage,
+            callbacks=[callback, progress],
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            verbose=0,  # SearchProgress is the console
+        ),
+    )
+    return tuner, experiment_id, run_id
 
 
 def _parent_file(experiment_dir: str) -> str:
@@ -227,23 +310,282 @@ def _read_parent(experiment_dir: str) -> dict[str, str]:
         return json.loads(handle.read().decode())
 
 
-def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback,
-             tracking_uri: str) -> dict[str, Any]:
+def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback, tracking_uri: str,
+             epochs: dict[str, int]) -> dict[str, Any]:
+    """The best train-fullsup score per pair and how the trials ended: finished, stopped
+    early (ASHA or the time budget), failed, or unfinished (an interrupted search: their runs
+    stay RUNNING until --restore continues them)."""
+    children = {r.data.tags.get(TRIAL_TAG): r for r in callback.client.search_runs(
+        [callback.experiment_id], f"tags.`{PARENT_TAG}` = '{callback.parent_run_id}'",
+        max_results=10_000)}
     best: dict[str, dict[str, Any]] = {}
-    failed = 0
+    pairs: dict[str, dict[str, int]] = {}
+    failed = unfinished = 0
     seconds = []
     for result in grid:
-        if result.error is not None:
-            failed += 1
+        pair = result.config.get(PAIR_KEY)
         metrics = result.metrics or {}
+        run = children.get(metrics.get("trial_id"))
+        counts = pairs.setdefault(pair or "?", dict.fromkeys(
+            ("trials", "finished", "stopped", "failed", "unfinished"), 0))
+        counts["trials"] += 1
+        if result.error is not None:
+            outcome = "failed"
+            failed += 1
+        elif run is not None and run.info.status == "RUNNING":
+            outcome = "unfinished"
+            unfinished += 1
+        elif int(metrics.get("epoch", -1)) + 1 < epochs.get(pair, 0):
+            outcome = "stopped"
+        else:
+            outcome = "finished"
+        counts[outcome] += 1
         if "time_total_s" in metrics:
             seconds.append(metrics["time_total_s"])
-        pair = result.config.get("pair")
         score = metrics.get("best_score")
         if pair is None or score is None:
             continue
         if pair not in best or score > best[pair]["score"]:
-            best[pair] = {"score": score, "run_id": callback.run_id_of(metrics["trial_id"]),
-                          "config": {k: v for k, v in result.config.items() if k != "pair"}}
-    return {"best": best, "trials": len(grid), "failed": failed, "trial_seconds": seconds,
+            best[pair] = {"score": score, "run_id": run.info.run_id if run else None,
+                          "run_name": run.info.run_name if run else None,
+                          "config": {k: v for k, v in result.config.items() if k != PAIR_KEY}}
+    return {"best": best, "pairs": pairs, "trials": len(grid), "failed": failed,
+            "unfinished": unfinished, "trial_seconds": seconds,
             "parent_run_id": callback.parent_run_id, "tracking_uri": tracking_uri}
+
+
+def pair_epochs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[str, int]:
+    """Each pair's epochs: a trial that reports fewer was stopped early."""
+    defaults = pair_defaults(experiment, spaces)
+    return {pair: int(trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
+                                          experiment.method_params, defaults)
+                      .get("epochs", TrialConfig.epochs))
+            for pair in experiment.pairs()}
+
+
+# The console of the search in this process: where `say` prints while sys.stdout and
+# sys.stderr go to the log file.
+_console: TextIO | None = None
+_console_err: TextIO | None = None
+
+
+def say(line: str, error: bool = False) -> None:
+    """Prints on the terminal, also while a search sends everything else to its log."""
+    stream = (_console_err if error else _console) or (sys.stderr if error else sys.stdout)
+    print(line, file=stream, flush=True)
+
+
+def _console_handler(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and \
+        not isinstance(handler, logging.FileHandler)
+
+
+@contextlib.contextmanager
+def console_to_log(path: Path) -> Iterator[None]:
+    """Ray's, Tune's, Optuna's and MLflow's loggers, the trials' forwarded output and anything
+    else printed go to `path` (appended: a restored search continues it); `say` still
+    reaches the terminal."""
+    global _console, _console_err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", buffering=1) as log:
+        log.write(f"\n===== search started {datetime.now().isoformat(timespec='seconds')} "
+                  f"(pid {os.getpid()})\n")
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        swapped: list[tuple[logging.Logger, list[logging.Handler]]] = []
+        for logger in list(logging.root.manager.loggerDict.values()):
+            if isinstance(logger, logging.Logger):
+                console = [h for h in logger.handlers if _console_handler(h)]
+                for old in console:
+                    logger.removeHandler(old)
+                if console:
+                    logger.addHandler(handler)
+                    swapped.append((logger, console))
+        saved = _console, _console_err
+        _console, _console_err = sys.stdout, sys.stderr
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            _console, _console_err = saved
+            for logger, console in swapped:
+                logger.removeHandler(handler)
+                for old in console:
+                    logger.addHandler(old)
+
+
+def worker_output_to(path: Path) -> None:
+    """The trials' output (their epoch lines, Ray Train's checkpoint lines) goes to `path`
+    for the rest of this Ray session (until ray.shutdown). Ray forwards it to the driver
+    asynchronously, the last trial's often after the search has returned, so a redirect of
+    sys.stdout for the search's duration would let it through to the terminal."""
+    dispatcher = getattr(ray_logging, "global_worker_stdstream_dispatcher", None)
+    if dispatcher is None or not hasattr(ray_worker, "filter_autoscaler_events"):
+        return  # another Ray: its output then goes where sys.stdout does
+    log = path.open("a", buffering=1)
+
+    def write(batch: dict[str, Any]) -> None:
+        lines = batch.get("lines", [])
+        if batch.get("pid") == "autoscaler":  # its events only, as Ray prints them
+            lines = list(ray_worker.filter_autoscaler_events(lines))
+        who = batch.get("actor_name") or batch.get("task_name") or "ray"
+        prefix = f"({who} pid={batch.get('pid')}, ip={batch.get('ip')})"
+        with contextlib.suppress(ValueError, OSError):
+            log.writelines(f"{prefix} {line}\n" for line in lines)
+
+    # Ray's own handler has this name; ray.shutdown() removes it, and ours with it.
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", write)
+
+
+class SearchProgress(Callback):
+    """The search's console: a line per ended trial ("cam/tiny #02 finished: ...") and every
+    `every_s` seconds (a tenth of the time spent in long searches) a block with the trials
+    done / running / stopped early, the best score per pair, the time spent and an estimate
+    of the time left. A trial counts as ended once Tune saw it end (also before a restore),
+    not when Tune stops it for a Ctrl+C."""
+
+    def __init__(self, budgets: dict[str, int], values: dict[str, dict[str, Any]],
+                 names: MLflowTrialCallback, every_s: float = PROGRESS_EVERY_S,
+                 time_budget_s: float | None = None):
+        self.budgets = budgets
+        self.values = values  # per pair, the trial settings before sampling (epochs, ...)
+        self.names = names
+        self.every_s = every_s
+        self.time_budget_s = time_budget_s
+        self.selected: dict[str, dict[str, Any]] = {}
+        self.ended: set[str] = set()
+        self.started = self.last_block = time.monotonic()
+
+    def setup(self, **info: Any) -> None:
+        self.started = self.last_block = time.monotonic()  # also after a restore
+
+    def _setting(self, trial: Trial, key: str, default: Any) -> Any:
+        pair = self.values.get(trial.config.get(PAIR_KEY), {})
+        return trial.config.get(key, pair.get(key, default))
+
+    def _epochs(self, trial: Trial) -> int:
+        return int(self._setting(trial, "epochs", TrialConfig.epochs))
+
+    def _outcome(self, trial: Trial) -> str | None:
+        """finished / stopped (early, by ASHA or the time budget) / failed, None if not
+        ended."""
+        if trial.trial_id not in self.ended:
+            return None
+        if trial.status == Trial.ERROR:
+            return "failed"
+        epoch = _result(trial).get("epoch")
+        return "stopped" if epoch is None or int(epoch) + 1 < self._epochs(trial) \
+            else "finished"
+
+    def _metric(self, trial: Trial) -> str:
+        if self._setting(trial, "selection", "train_fullsup") == "label_free":
+            return "label-free score"
+        metric = self._setting(trial, "selection_metric", "auto")
+        if metric == "auto":
+            metric = "MaxBoxAccV2" if _result(trial).get("MaxBoxAccV2") is not None \
+                else "PxAP"
+        return f"train-fullsup {metric}"
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict, **info: Any) -> None:
+        if result.get("is_best"):
+            self.selected[trial.trial_id] = {k: result.get(k) for k in (
+                "epoch", "best_score", "normalisation", "percentile")}
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
+        self.ended.add(trial.trial_id)
+        last = _result(trial)
+        seconds = f"{last.get('time_total_s', 0):.0f} s"
+        if last.get("epoch") is None:
+            say(f"{self.names.name_of(trial)} stopped before its first evaluation, {seconds}")
+            return
+        epochs, epoch = self._epochs(trial), int(last["epoch"]) + 1
+        verb = "finished" if epoch >= epochs else f"stopped early after epoch {epoch}/{epochs}"
+        chosen = self.selected.get(trial.trial_id)
+        choice = ""
+        if chosen is not None and chosen.get("best_score") is not None:
+            norm = chosen.get("normalisation") or "?"
+            if chosen.get("percentile") is not None:
+                norm += f"@{chosen['percentile']:g}"
+            choice = (f": {self._metric(trial)} {chosen['best_score']:.2f} "
+                      f"(epoch {int(chosen['epoch']) + 1}, {norm})")
+        elif last.get("best_score") is not None:  # chosen before a restore
+            choice = f": {self._metric(trial)} {last['best_score']:.2f}"
+        say(f"{self.names.name_of(trial)} {verb}{choice}, {seconds}")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self.ended.add(trial.trial_id)
+        reason = "see the log"
+        error_file = trial.error_file
+        if error_file and Path(error_file).is_file():
+            lines = [x for x in Path(error_file).read_text().splitlines() if x.strip()]
+            reason = lines[-1][:300] if lines else reason
+        seconds = _result(trial).get("time_total_s")
+        after = f", {seconds:.0f} s" if seconds else ""
+        say(f"{self.names.name_of(trial)} failed: {reason}{after}")
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        # Trials a restored search brings back already ended; Tune marks the ones it stops
+        # for a Ctrl+C TERMINATED only after its last step.
+        self.ended.update(t.trial_id for t in trials
+                          if t.status in (Trial.TERMINATED, Trial.ERROR))
+        now = time.monotonic()
+        every = min(600.0, max(self.every_s, (now - self.started) / 10))
+        if now - self.last_block >= every:
+            self._block(trials)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._block(trials, final=True)
+
+    def _block(self, trials: list[Trial], final: bool = False) -> None:
+        self.last_block = now = time.monotonic()
+        elapsed = now - self.started
+        total = sum(self.budgets.values())
+        running = [t for t in trials if t.status == Trial.RUNNING]
+        outcomes = [self._outcome(t) for t in trials]
+        done = sum(o is not None for o in outcomes)
+        progress = done + sum(min(1.0, (int(_result(t).get("epoch", -1)) + 1) / self._epochs(t))
+                              for t in running)
+        left = "estimating the time left"
+        if final:
+            left = "search ended"
+        elif progress > 0:
+            estimate = elapsed * (total - progress) / progress
+            if self.time_budget_s:
+                estimate = min(estimate, max(0.0, self.time_budget_s - elapsed))
+            left = f"about {_duration(estimate)} left"
+        lines = [f"[{_duration(elapsed)}] {done}/{total} trials done "
+                 f"({outcomes.count('stopped')} stopped early, {outcomes.count('failed')} "
+                 f"failed), {len(running)} running; {left}"]
+        width = max(len(pair) for pair in self.budgets)
+        for pair, budget in self.budgets.items():
+            own = [t for t in trials if t.config.get(PAIR_KEY) == pair]
+            ended = sum(self._outcome(t) is not None for t in own)
+            active = sum(t.status == Trial.RUNNING for t in own)
+            scored = [t for t in own if _result(t).get("best_score") is not None]
+            best = "-"
+            if scored:
+                top = max(scored, key=lambda t: _result(t)["best_score"])
+                best = f"{_result(top)['best_score']:6.2f}  {self.names.name_of(top)}"
+            lines.append(f"  {pair:<{width}}  {ended}/{budget} done, {active} running  "
+                         f"best {best}")
+        say("\n".join(lines))
+
+
+def _result(trial: Trial) -> dict[str, Any]:
+    """The trial's last reported result; unlike `Trial.last_result`, never waits on a
+    starting trial's actor."""
+    metadata = getattr(trial, "run_metadata", None)
+    return getattr(metadata, "last_result", None) or {}
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
