@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
-from wsol.config import load_config
-from wsol.final import evaluate_checkpoint
-from wsol.train import run_trial
+from wsol.lifecycle.final_evaluation import evaluate_checkpoint
+from wsol.trial.config import load_config
+from wsol.trial.runner import run_trial
 
 SCHEDULE = {
     "cam": ({}, 8),

@@ -24,11 +24,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
-from wsol.config import config_from_dict
 from wsol.data.synthetic import PRESETS, generate
 from wsol.search.experiment import load_experiment
 from wsol.search.runner import run_search
-from wsol.train import run_trial
+from wsol.trial.config import config_from_dict
+from wsol.trial.runner import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 FIXED = {"lr": 0.02, "weight_decay": 1e-4}

@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
-from wsol.config import TrialConfig
 from wsol.methods import build_method
-from wsol.train import resolve_device
+from wsol.trial.config import TrialConfig
+from wsol.trial.runner import resolve_device
 
 MODES = {
     "plain": {"amp": False, "channels_last": False},

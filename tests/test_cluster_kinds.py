@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from ray.autoscaler._private.util import prepare_config, validate_config
 from servers import free_port, kill_processes_mentioning
 
-from wsol.cluster_rehearsal import FAKE_HEAD_TYPE, fake_config, head_start_args
+from wsol.search.cluster_rehearsal import FAKE_HEAD_TYPE, fake_config, head_start_args
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"

@@ -3,7 +3,7 @@
 `ray submit cluster/gpu.yaml search.py -- ARGS` copies search.py alone to the head's home and
 runs `python ~/search.py ARGS` there; `ray job submit --working-dir . -- python search.py ARGS`
 uploads the project and runs it in a scratch folder. Both must find the experiment, its search
-spaces and data through the path rule (wsol.paths), not through the working directory. The
+spaces and data through the path rule (wsol.common.paths), not through the working directory. The
 cluster is started as gpu.yaml's start commands do: a head with no CPUs for trials and a worker
 joined with `ray start --address`; MLflow is `mlflow server` with its artifacts on S3 (moto).
 """

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from wsol.cli import main as wsol
-from wsol.promote import rank
+from wsol.lifecycle.promote import rank
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 BASE_SEED = 5

@@ -26,7 +26,7 @@ from servers import (
 
 from wsol.cli import main as wsol
 from wsol.data.synthetic import PRESETS, generate
-from wsol.promote import rank
+from wsol.lifecycle.promote import rank
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
 

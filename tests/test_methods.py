@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from wsol.config import TrialConfig
 from wsol.methods import build_method
 from wsol.methods.bgc import (
     AttentiveDropout,
@@ -19,6 +18,7 @@ from wsol.methods.bgc import (
 )
 from wsol.methods.minmaxcam import common_region_loss, full_region_loss, stage_two_loss
 from wsol.methods.weightmap import label_free_score
+from wsol.trial.config import TrialConfig
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
-"""The path rule (wsol.paths): user paths as given, paths in a file relative to that file, a
+"""The path rule (wsol.common.paths): user paths as given, paths in a file relative to that file, a
 relative --config found in the installed project from any working directory."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsol.config import load_config
-from wsol.paths import PathNotFoundError, find_input, project_roots
+from wsol.common.paths import PathNotFoundError, find_input, project_roots
 from wsol.search.experiment import load_experiment
 from wsol.search.runner import load_spaces
+from wsol.trial.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from wsol.promote import PromotionError, promote
+from wsol.lifecycle.promote import PromotionError, promote
 
 PACKAGE = Path(__file__).resolve().parents[1] / "wsol"
 
@@ -94,7 +94,7 @@ def test_search_option_picks_one_search_among_data_versions(client):
     assert promote(client, "cam", "vgg16", searches=[new]).run_id == best_new
     with pytest.raises(ValueError, match=f"run {best_new} is not a search's parent run"):
         promote(client, "cam", "vgg16", searches=[best_new])
-    from wsol.report import collect
+    from wsol.lifecycle.report import collect
 
     (only_new,) = collect(client, None, [new])
     assert len(only_new.trials) == 2
@@ -112,15 +112,15 @@ def test_nothing_to_promote_and_mismatched_run(client):
 
 
 def test_only_the_final_evaluation_opens_a_test_split():
-    """allow_test=True appears once in the package (wsol/final.py), and only the evaluate
-    command calls that module."""
+    """allow_test=True appears once in the package (wsol/lifecycle/final_evaluation.py), and
+    only the evaluate command calls that module."""
     def opens_test(path: Path) -> bool:
         return any(isinstance(node, ast.keyword) and node.arg == "allow_test"
                    and not (isinstance(node.value, ast.Constant) and node.value.value is False)
                    for node in ast.walk(ast.parse(path.read_text())))
 
     openers = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if opens_test(p)]
-    assert openers == ["final.py"]
+    assert openers == ["lifecycle/final_evaluation.py"]
     callers = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-               if re.search(r"from wsol\.final import|wsol\.final\b", p.read_text())]
-    assert callers == ["evaluate_model.py"]
+               if re.search(r"\bfinal_evaluation\b", p.read_text())]
+    assert callers == ["lifecycle/evaluate.py"]

@@ -12,11 +12,11 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from wsol.promote import promote
+from wsol.lifecycle.promote import promote
 from wsol.search import runner
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
-from wsol.tracking import summary_markdown
+from wsol.search.tracking import summary_markdown
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 

@@ -8,9 +8,9 @@ import optuna
 import pytest
 import yaml
 
-from wsol.config import ConfigError
 from wsol.methods import METHODS
-from wsol.search_space import load_search_space
+from wsol.search.space import load_search_space
+from wsol.trial.config import ConfigError
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 
-from wsol.config import config_from_dict, load_config
 from wsol.data.synthetic import PRESETS, SynthConfig
 from wsol.models import synthetic_pretrained as sp
 from wsol.models.backbones import build_backbone
-from wsol.train import run_trial
+from wsol.trial.config import config_from_dict, load_config
+from wsol.trial.runner import run_trial
 
 TINY = sp.PretrainConfig(
     task=SynthConfig(classes=3, train_per_class=6, val_per_class=1, test_per_class=1,

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import wsol.train
+import wsol.trial.runner
 from wsol.cli import main
-from wsol.config import ConfigError, TrialConfig, load_config
 from wsol.methods import NonFiniteLossError
-from wsol.train import Evaluation, run_trial
+from wsol.trial.config import ConfigError, TrialConfig, load_config
+from wsol.trial.runner import Evaluation, run_trial
 
 SMALL = {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "lr": 0.02,
          "ivr_percentiles": [30.0, 60.0]}
@@ -117,13 +117,13 @@ def test_weightmap_label_free_selection(tiny_synth: Path, tmp_path: Path) -> Non
 def test_a_trial_never_opens_the_test_split(tiny_synth: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[str] = []
-    real = wsol.train.load_split
+    real = wsol.trial.runner.load_split
 
     def recording(root, name):
         opened.append(name)
         return real(root, name)
 
-    monkeypatch.setattr(wsol.train, "load_split", recording)
+    monkeypatch.setattr(wsol.trial.runner, "load_split", recording)
     run_trial(config(tiny_synth, epochs=1), tmp_path, log=quiet)
     assert sorted(opened) == ["train", "val"]
 

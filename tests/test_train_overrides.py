@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from wsol.cli import main
-from wsol.config import TrialConfig, apply_overrides, load_config, parse_overrides
 from wsol.methods import METHODS, build_method
-from wsol.train import run_trial
+from wsol.trial.config import TrialConfig, apply_overrides, load_config, parse_overrides
+from wsol.trial.runner import run_trial
 
 SMALL = {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "lr": 0.02,
          "ivr_percentiles": [30.0, 60.0]}
@@ -243,7 +243,7 @@ def test_weightmap_with_one_epoch_has_no_value_to_adapt_to(tiny_synth: Path,
 
 def test_exponent_numbers_without_a_dot_are_numbers_in_files_too(tmp_path):
     """PyYAML alone reads 1e-3 as a string; every file the tool reads takes it as a float."""
-    from wsol.config import load_config
+    from wsol.trial.config import load_config
 
     path = tmp_path / "trial.yaml"
     path.write_text("lr: 1e-3\nweight_decay: 5e-4\nivr_percentiles: [3e1, 50]\n")

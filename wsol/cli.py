@@ -87,9 +87,9 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from wsol.config import OverrideError, apply_overrides, load_config, parse_overrides
     from wsol.methods import METHODS
-    from wsol.train import run_trial
+    from wsol.trial.config import OverrideError, apply_overrides, load_config, parse_overrides
+    from wsol.trial.runner import run_trial
 
     flags = {
         "method": args.method, "backbone": args.backbone, "data_root": args.data_root,
@@ -118,13 +118,13 @@ def _train(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace):
     from mlflow.tracking import MlflowClient
 
-    from wsol.tracking import tracking_uri
+    from wsol.search.tracking import tracking_uri
 
     return MlflowClient(tracking_uri(args.tracking_uri))
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from wsol.promote import previous_alias, promote
+    from wsol.lifecycle.promote import previous_alias, promote
 
     promotion = promote(_client(args), args.method, args.backbone, args.dataset, args.alias,
                         args.experiment, args.run_id, args.search)
@@ -138,7 +138,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from wsol.evaluate_model import evaluate_model
+    from wsol.lifecycle.evaluate import evaluate_model
 
     result = evaluate_model(_client(args), args.model, args.data_root, args.metadata_root,
                             args.device, args.batch_size)
@@ -152,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from wsol.report import build_report
+    from wsol.lifecycle.report import build_report
 
     summary = build_report(_client(args), Path(args.out), args.experiment, log=not args.no_log,
                            searches=args.search, compare=args.compare)
@@ -164,8 +164,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from wsol.compare import run_compare
-    from wsol.paths import find_input
+    from wsol.common.paths import find_input
+    from wsol.lifecycle.compare import run_compare
     from wsol.search.experiment import load_experiment
 
     experiment = load_experiment(find_input(args.config, "experiment"), {

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from wsol.config import TrialConfig
+from wsol.common.factories import Registry
 from wsol.models.backbones import build_backbone
 from wsol.models.classifier import CAMClassifier
-from wsol.registry import Registry
+from wsol.trial.config import TrialConfig
 
 
 class NonFiniteLossError(RuntimeError):

@@ -28,7 +28,7 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models import inception
 
-from wsol.registry import Registry
+from wsol.common.factories import Registry
 
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsol.config import ConfigError
-from wsol.paths import find_input, project_file
+from wsol.common.paths import find_input, project_file
+from wsol.trial.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"search.py: error: {error}", file=sys.stderr)
         return 2
-    from wsol.tracking import ui_url
+    from wsol.search.tracking import ui_url
 
     print(f"\n{summary['trials']} trials, {summary['failed']} failed. "
           "Best train-fullsup score per (method, backbone):")

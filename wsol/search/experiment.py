@@ -9,10 +9,10 @@ from typing import Any
 
 import yaml
 
-from wsol.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
-from wsol.config import ConfigError, config_from_dict, paths_relative_to_file, read_yaml
-from wsol.paths import expand, project_file
+from wsol.common.paths import expand, project_file
 from wsol.search.pairs import pair_name
+from wsol.trial.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
+from wsol.trial.config import ConfigError, config_from_dict, paths_relative_to_file, read_yaml
 
 # Which row of the papers' default tables a dataset takes (fine-grained birds against the
 # general-object sets; the synthetic classes differ by one small part, like CUB's).
@@ -128,7 +128,7 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
 
 def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None
                     ) -> Experiment:
-    """The file's relative input paths are made relative to the file (see wsol.paths); the
+    """The file's relative input paths are made relative to the file (see wsol.common.paths); the
     overrides come from the command line and are taken as given."""
     values: dict[str, Any] = {}
     source = "command line"

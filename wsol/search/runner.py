@@ -29,15 +29,13 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from wsol.config import ConfigError, TrialConfig, config_from_dict
+from wsol.common.paths import expand, is_uri
 from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.methods.base import METHODS
-from wsol.paths import expand, is_uri
 from wsol.search.experiment import Experiment
 from wsol.search.pairs import PAIR_KEY, PairedASHA, PairedSearcher
-from wsol.search.trainable import search_trial, trial_config_values
-from wsol.search_space import SearchSpace, load_search_space
-from wsol.tracking import (
+from wsol.search.space import SearchSpace, load_search_space
+from wsol.search.tracking import (
     DEFAULT_TRACKING_URI,
     PARENT_TAG,
     TRIAL_TAG,
@@ -49,6 +47,8 @@ from wsol.tracking import (
     tracking_uri,
     ui_url,
 )
+from wsol.search.trainable import search_trial, trial_config_values
+from wsol.trial.config import ConfigError, TrialConfig, config_from_dict
 
 METRIC, MODE = "score", "max"
 LOG_NAME = "search.log"

@@ -15,11 +15,11 @@ from typing import Any
 import ray
 from ray import tune
 
-from wsol.config import config_from_dict
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
-from wsol.search_space import TRIAL_FIELDS
-from wsol.train import Evaluation, run_trial
+from wsol.search.space import TRIAL_FIELDS
+from wsol.trial.config import config_from_dict
+from wsol.trial.runner import Evaluation, run_trial
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json", "curves.json", "curves.png",
                     "overlays.png")

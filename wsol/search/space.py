@@ -15,8 +15,8 @@ import optuna
 import yaml
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.config import ConfigError, TrialConfig, read_yaml
 from wsol.methods.base import METHODS
+from wsol.trial.config import ConfigError, TrialConfig, read_yaml
 
 TOP_KEYS = {"method", "extends", "params", "fixed", "constraints", "defaults"}
 PARAM_KEYS = {"type", "low", "high", "log", "choices", "when", "source"}

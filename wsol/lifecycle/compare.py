@@ -26,12 +26,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from wsol import runs
-from wsol.evaluate_model import evaluate_model
-from wsol.promote import Promotion, PromotionError, promote, rank, refusal
+from wsol.lifecycle import runs
+from wsol.lifecycle.evaluate import evaluate_model
+from wsol.lifecycle.promote import Promotion, PromotionError, promote, rank, refusal
 from wsol.search.experiment import Experiment
 from wsol.search.runner import prepare_data, run_search
-from wsol.tracking import DEFAULT_TRACKING_URI, ensure_experiment, tracking_uri
+from wsol.search.tracking import DEFAULT_TRACKING_URI, ensure_experiment, tracking_uri
 
 COMPARE_TAG = "wsol.compare_id"
 SEED_TAG = "wsol.compare_seed"

@@ -14,15 +14,15 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.artifacts import plot_curves, save_overlays, write_curves
-from wsol.config import config_from_dict
 from wsol.data.datasets import EvalDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform
-from wsol.evaluation import RawBatch, SplitScore, Targets, infer, score_split
 from wsol.methods.base import build_method
 from wsol.scoring.selection import Normalisation
-from wsol.train import resolve_device
+from wsol.trial.artifacts import plot_curves, save_overlays, write_curves
+from wsol.trial.config import config_from_dict
+from wsol.trial.evaluation import RawBatch, SplitScore, Targets, infer, score_split
+from wsol.trial.runner import resolve_device
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -5,8 +5,8 @@ selected epoch) and on test (the latest `wsol evaluate` of that pair), each with
 difference to CAM on the same backbone, and how many trials stand behind the row. Written as
 Markdown, CSV and LaTeX, with the threshold curves, search histories and parallel
 coordinates, and logged as a report run. Where the runs hold a compare (`wsol compare`), the
-report adds its verdict per method (wsol.report_compare), and for every report the
-robustness view: score distributions and hyperparameter importances (wsol.robustness).
+report adds its verdict per method (wsol.lifecycle.report_compare), and for every report the
+robustness view: score distributions and hyperparameter importances (wsol.lifecycle.robustness).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from wsol import report_compare, robustness, runs
-from wsol.tracking import ensure_experiment
+from wsol.lifecycle import report_compare, robustness, runs
+from wsol.search.tracking import ensure_experiment
 
 REPORT_EXPERIMENT = "wsol-reports"
 METRICS = ("MaxBoxAccV2", "PxAP")

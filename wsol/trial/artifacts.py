@@ -14,7 +14,7 @@ import numpy as np
 
 from wsol.data.datasets import EvalDataset
 from wsol.data.images import load_rgb, resolve
-from wsol.evaluation import RawBatch, SplitScore, Targets
+from wsol.trial.evaluation import RawBatch, SplitScore, Targets
 
 
 def write_curves(score: SplitScore, path: Path) -> None:

@@ -3,8 +3,8 @@
 From the evaluation runs one `wsol compare` tagged (one per search seed and pair, the first
 and only reading of test for that model): per method and backbone the test numbers as
 mean +- std over the search seeds, the difference to CAM on the same backbone with its 95%
-interval (wsol.intervals) and a verdict; and the selected hyperparameters of every promoted
-model, a table a paper can cite.
+interval (wsol.lifecycle.intervals) and a verdict; and the selected hyperparameters of every
+promoted model, a table a paper can cite.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from wsol import runs
-from wsol.intervals import Interval, difference, spread
+from wsol.lifecycle import runs
+from wsol.lifecycle.intervals import Interval, difference, spread
 
-COMPARE_TAG = "wsol.compare_id"  # as wsol.compare writes them (not imported: it pulls in Ray)
+# As wsol.lifecycle.compare writes them (not imported: it pulls in Ray).
+COMPARE_TAG = "wsol.compare_id"
 SEED_TAG = "wsol.compare_seed"
 BASELINE = "cam"
 METHOD_ORDER = (BASELINE, "minmaxcam", "bgc", "weightmap")

@@ -17,10 +17,10 @@ from mlflow.entities import Metric, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from wsol import runs
-from wsol.final import evaluate_checkpoint, load_checkpoint
-from wsol.promote import refusal
-from wsol.tracking import mlflow_key
+from wsol.lifecycle import runs
+from wsol.lifecycle.final_evaluation import evaluate_checkpoint, load_checkpoint
+from wsol.lifecycle.promote import refusal
+from wsol.search.tracking import mlflow_key
 
 CHECKED_CHOICES = ("normalisation", "percentile", "threshold")
 

@@ -1,7 +1,7 @@
 """Finding a search's runs in MLflow: trial runs by pair, evaluation runs by model.
 
 promote, evaluate and report all read what the search's tracking callback wrote; the tag
-names live here and in `wsol.tracking`, nowhere else.
+names live here and in `wsol.search.tracking`, nowhere else.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from wsol.tracking import PARENT_TAG
+from wsol.search.tracking import PARENT_TAG
 
 KIND_TAG = "wsol.kind"
 SCORE_METRIC = "selected/score"

@@ -29,7 +29,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from wsol.search.pairs import PAIR_KEY
-from wsol.train import SELECTION_SPLIT
+from wsol.trial.runner import SELECTION_SPLIT
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"

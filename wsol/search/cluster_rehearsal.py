@@ -3,7 +3,7 @@ multi-node provider, so the autoscaler launches and removes (local, fake-GPU) wo
 a search exactly as it would EC2 instances, without an AWS account.
 
     export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # every node on 127.0.0.1 (see below)
-    python -m wsol.cluster_rehearsal cluster/gpu.yaml -o /tmp/wsol-fake.yaml
+    python -m wsol.search.cluster_rehearsal cluster/gpu.yaml -o /tmp/wsol-fake.yaml
     RAY_FAKE_CLUSTER=1 ray start --head --num-cpus=0 --num-gpus=0 \
         --autoscaling-config=/tmp/wsol-fake.yaml --disable-usage-stats
     python search.py --config experiments/rehearsal-gpu.yaml --address auto
@@ -133,7 +133,7 @@ def head_start_args(config: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wsol.cluster_rehearsal",
+    parser = argparse.ArgumentParser(prog="python -m wsol.search.cluster_rehearsal",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cluster", type=Path, help="a Ray cluster launcher config (gpu.yaml)")

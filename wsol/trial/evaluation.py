@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from wsol.config import TrialConfig
 from wsol.data.datasets import EvalDataset
 from wsol.methods.base import Method
 from wsol.scoring.boxes import BoxAccumulator, BoxCurves
@@ -22,6 +21,7 @@ from wsol.scoring.localization import LocalizationAccuracy
 from wsol.scoring.pxap import PrecisionRecall, PxAPAccumulator
 from wsol.scoring.report import box_metrics, mask_metrics
 from wsol.scoring.selection import Normalisation, NormalisationSearch
+from wsol.trial.config import TrialConfig
 
 
 @dataclass

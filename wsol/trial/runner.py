@@ -24,12 +24,13 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.artifacts import plot_curves, save_overlays, write_curves
-from wsol.config import TrialConfig
 from wsol.data.datasets import EvalDataset, TrainDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform, train_transform
-from wsol.evaluation import (
+from wsol.methods.base import Method, build_method
+from wsol.trial.artifacts import plot_curves, save_overlays, write_curves
+from wsol.trial.config import TrialConfig
+from wsol.trial.evaluation import (
     RawBatch,
     SplitScore,
     Targets,
@@ -37,7 +38,6 @@ from wsol.evaluation import (
     score_split,
     select_normalisation,
 )
-from wsol.methods.base import Method, build_method
 
 SELECTION_SPLIT = "train-fullsup"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from wsol.paths import relative_to_file
+from wsol.common.paths import relative_to_file
 
 
 class _Loader(yaml.SafeLoader):
@@ -171,7 +171,7 @@ WEIGHT_NAMES = ("imagenet", "synthetic-pretrained")
 
 def paths_relative_to_file(values: dict[str, Any], keys: tuple[str, ...],
                            file: Path) -> dict[str, Any]:
-    """Relative paths written in `file` are relative to its folder (the rule of wsol.paths).
+    """Relative paths written in `file` are relative to its folder (the rule of wsol.common.paths).
 
     Values that are not strings are left for the type checks, which name the key."""
     resolved = dict(values)

@@ -14,9 +14,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from wsol import runs
-from wsol.tracking import ui_link
-from wsol.train import SELECTION_SPLIT
+from wsol.lifecycle import runs
+from wsol.search.tracking import ui_link
+from wsol.trial.runner import SELECTION_SPLIT
 
 TIE_BREAKERS = ("MaxBoxAccV2", "PxAP", "MaxBoxAcc")
 CHOICES = ("normalisation", "percentile", "threshold", "selection_metric", "epoch")

@@ -1,0 +1,1 @@
+"""What every stage shares: the path rule and the name -> factory tables."""

@@ -1,0 +1,2 @@
+"""After a search: finding its runs, promoting the best trial, the one test evaluation, the
+compare of seeded searches and the report."""
