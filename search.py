@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from wsol.search.cli import main
+from wsol.cli.search import main
 
 if __name__ == "__main__":
     sys.exit(main())

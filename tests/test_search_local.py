@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from wsol.lifecycle.promote import promote
 from wsol.search import runner
 from wsol.search.experiment import experiment_from_dict
+from wsol.search.progress import SearchProgress
 from wsol.search.runner import run_search
 from wsol.search.tracking import summary_markdown
 
@@ -183,7 +184,7 @@ def _trial(trial_id: str, status: str, **result: Any) -> Any:
 
 def test_progress_lines_tell_finished_stopped_and_failed_trials(
         capsys: pytest.CaptureFixture) -> None:
-    progress = runner.SearchProgress({"cam/tiny": 4}, {"cam/tiny": {"epochs": 6}}, _Names())
+    progress = SearchProgress({"cam/tiny": 4}, {"cam/tiny": {"epochs": 6}}, _Names())
     progress.setup()
     best = {"is_best": True, "epoch": 1, "best_score": 41.67, "normalisation": "ivr",
             "percentile": 30.0, "MaxBoxAccV2": 41.67}

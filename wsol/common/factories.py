@@ -1,4 +1,6 @@
-"""Name -> factory registries, so configs and search spaces can name models and methods."""
+"""Name -> factory tables, so configs and search spaces can name methods and backbones.
+
+(Not "registry": that is MLflow's model registry, which `wsol promote` writes to.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
+class Factories(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from wsol.common.factories import Registry
+from wsol.common.factories import Factories
 from wsol.models.backbones import build_backbone
 from wsol.models.classifier import CAMClassifier
 from wsol.trial.config import TrialConfig
@@ -145,7 +145,7 @@ class Method:
             self.scaler.load_state_dict(state["scaler"])
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+METHODS: Factories[type[Method]] = Factories("method")
 
 
 def build_method(config: TrialConfig, num_classes: int, device: torch.device) -> Method:

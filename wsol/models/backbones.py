@@ -28,9 +28,9 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models import inception
 
-from wsol.common.factories import Registry
+from wsol.common.factories import Factories
 
-BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
+BACKBONES: Factories[Callable[..., Backbone]] = Factories("backbone")
 
 # What `weights: imagenet` loads. The reference and the papers start from the original
 # ImageNet-1K weights (wsolevaluation downloads vgg16-397923af, resnet50-19c8e357 and

@@ -1,30 +1,21 @@
 """Runs a search: validates everything, then Ray Tune + per-pair Optuna/ASHA + MLflow.
 
 The console shows the search itself (one line per ended trial, a progress block every half
-minute); what Ray, Tune, Optuna, MLflow and the trials print goes to the search's log file.
+minute; wsol.search.progress); what Ray, Tune, Optuna, MLflow and the trials print goes to the
+search's log file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
-import sys
-import time
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import optuna
 import pyarrow.fs
 import ray
 from ray import tune
-from ray._private import ray_logging
-from ray._private import worker as ray_worker
-from ray.tune import Callback
-from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -34,6 +25,7 @@ from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.methods.base import METHODS
 from wsol.search.experiment import Experiment
 from wsol.search.pairs import PAIR_KEY, PairedASHA, PairedSearcher
+from wsol.search.progress import SearchProgress, console_to_log, say, worker_output_to
 from wsol.search.space import SearchSpace, load_search_space
 from wsol.search.tracking import (
     DEFAULT_TRACKING_URI,
@@ -52,7 +44,6 @@ from wsol.trial.config import ConfigError, TrialConfig, config_from_dict
 
 METRIC, MODE = "score", "max"
 LOG_NAME = "search.log"
-PROGRESS_EVERY_S = 30.0  # and a tenth of the time spent once that is longer (at most 10 min)
 # The three newest checkpoints of a trial are kept (each holds the selected best.pt and the
 # resume state, so the newest alone has everything). Tune forces a snapshot of its experiment
 # state once a trial has made `num_to_keep` checkpoints since the last one, so that the
@@ -361,231 +352,3 @@ def pair_epochs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[
                                           experiment.method_params, defaults)
                       .get("epochs", TrialConfig.epochs))
             for pair in experiment.pairs()}
-
-
-# The console of the search in this process: where `say` prints while sys.stdout and
-# sys.stderr go to the log file.
-_console: TextIO | None = None
-_console_err: TextIO | None = None
-
-
-def say(line: str, error: bool = False) -> None:
-    """Prints on the terminal, also while a search sends everything else to its log."""
-    stream = (_console_err if error else _console) or (sys.stderr if error else sys.stdout)
-    print(line, file=stream, flush=True)
-
-
-def _console_handler(handler: logging.Handler) -> bool:
-    return isinstance(handler, logging.StreamHandler) and \
-        not isinstance(handler, logging.FileHandler)
-
-
-@contextlib.contextmanager
-def console_to_log(path: Path) -> Iterator[None]:
-    """Ray's, Tune's, Optuna's and MLflow's loggers, the trials' forwarded output and anything
-    else printed go to `path` (appended: a restored search continues it); `say` still
-    reaches the terminal."""
-    global _console, _console_err
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", buffering=1) as log:
-        log.write(f"\n===== search started {datetime.now().isoformat(timespec='seconds')} "
-                  f"(pid {os.getpid()})\n")
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        swapped: list[tuple[logging.Logger, list[logging.Handler]]] = []
-        for logger in list(logging.root.manager.loggerDict.values()):
-            if isinstance(logger, logging.Logger):
-                console = [h for h in logger.handlers if _console_handler(h)]
-                for old in console:
-                    logger.removeHandler(old)
-                if console:
-                    logger.addHandler(handler)
-                    swapped.append((logger, console))
-        saved = _console, _console_err
-        _console, _console_err = sys.stdout, sys.stderr
-        try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                yield
-        finally:
-            _console, _console_err = saved
-            for logger, console in swapped:
-                logger.removeHandler(handler)
-                for old in console:
-                    logger.addHandler(old)
-
-
-def worker_output_to(path: Path) -> None:
-    """The trials' output (their epoch lines, Ray Train's checkpoint lines) goes to `path`
-    for the rest of this Ray session (until ray.shutdown). Ray forwards it to the driver
-    asynchronously, the last trial's often after the search has returned, so a redirect of
-    sys.stdout for the search's duration would let it through to the terminal."""
-    dispatcher = getattr(ray_logging, "global_worker_stdstream_dispatcher", None)
-    if dispatcher is None or not hasattr(ray_worker, "filter_autoscaler_events"):
-        return  # another Ray: its output then goes where sys.stdout does
-    log = path.open("a", buffering=1)
-
-    def write(batch: dict[str, Any]) -> None:
-        lines = batch.get("lines", [])
-        if batch.get("pid") == "autoscaler":  # its events only, as Ray prints them
-            lines = list(ray_worker.filter_autoscaler_events(lines))
-        who = batch.get("actor_name") or batch.get("task_name") or "ray"
-        prefix = f"({who} pid={batch.get('pid')}, ip={batch.get('ip')})"
-        with contextlib.suppress(ValueError, OSError):
-            log.writelines(f"{prefix} {line}\n" for line in lines)
-
-    # Ray's own handler has this name; ray.shutdown() removes it, and ours with it.
-    dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", write)
-
-
-class SearchProgress(Callback):
-    """The search's console: a line per ended trial ("cam/tiny #02 finished: ...") and every
-    `every_s` seconds (a tenth of the time spent in long searches) a block with the trials
-    done / running / stopped early, the best score per pair, the time spent and an estimate
-    of the time left. A trial counts as ended once Tune saw it end (also before a restore),
-    not when Tune stops it for a Ctrl+C."""
-
-    def __init__(self, budgets: dict[str, int], values: dict[str, dict[str, Any]],
-                 names: MLflowTrialCallback, every_s: float = PROGRESS_EVERY_S,
-                 time_budget_s: float | None = None):
-        self.budgets = budgets
-        self.values = values  # per pair, the trial settings before sampling (epochs, ...)
-        self.names = names
-        self.every_s = every_s
-        self.time_budget_s = time_budget_s
-        self.selected: dict[str, dict[str, Any]] = {}
-        self.ended: set[str] = set()
-        self.started = self.last_block = time.monotonic()
-
-    def setup(self, **info: Any) -> None:
-        self.started = self.last_block = time.monotonic()  # also after a restore
-
-    def _setting(self, trial: Trial, key: str, default: Any) -> Any:
-        pair = self.values.get(trial.config.get(PAIR_KEY), {})
-        return trial.config.get(key, pair.get(key, default))
-
-    def _epochs(self, trial: Trial) -> int:
-        return int(self._setting(trial, "epochs", TrialConfig.epochs))
-
-    def _outcome(self, trial: Trial) -> str | None:
-        """finished / stopped (early, by ASHA or the time budget) / failed, None if not
-        ended."""
-        if trial.trial_id not in self.ended:
-            return None
-        if trial.status == Trial.ERROR:
-            return "failed"
-        epoch = _result(trial).get("epoch")
-        return "stopped" if epoch is None or int(epoch) + 1 < self._epochs(trial) \
-            else "finished"
-
-    def _metric(self, trial: Trial) -> str:
-        if self._setting(trial, "selection", "train_fullsup") == "label_free":
-            return "label-free score"
-        metric = self._setting(trial, "selection_metric", "auto")
-        if metric == "auto":
-            metric = "MaxBoxAccV2" if _result(trial).get("MaxBoxAccV2") is not None \
-                else "PxAP"
-        return f"train-fullsup {metric}"
-
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
-                        result: dict, **info: Any) -> None:
-        if result.get("is_best"):
-            self.selected[trial.trial_id] = {k: result.get(k) for k in (
-                "epoch", "best_score", "normalisation", "percentile")}
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
-                          **info: Any) -> None:
-        self.ended.add(trial.trial_id)
-        last = _result(trial)
-        seconds = f"{last.get('time_total_s', 0):.0f} s"
-        if last.get("epoch") is None:
-            say(f"{self.names.name_of(trial)} stopped before its first evaluation, {seconds}")
-            return
-        epochs, epoch = self._epochs(trial), int(last["epoch"]) + 1
-        verb = "finished" if epoch >= epochs else f"stopped early after epoch {epoch}/{epochs}"
-        chosen = self.selected.get(trial.trial_id)
-        choice = ""
-        if chosen is not None and chosen.get("best_score") is not None:
-            norm = chosen.get("normalisation") or "?"
-            if chosen.get("percentile") is not None:
-                norm += f"@{chosen['percentile']:g}"
-            choice = (f": {self._metric(trial)} {chosen['best_score']:.2f} "
-                      f"(epoch {int(chosen['epoch']) + 1}, {norm})")
-        elif last.get("best_score") is not None:  # chosen before a restore
-            choice = f": {self._metric(trial)} {last['best_score']:.2f}"
-        say(f"{self.names.name_of(trial)} {verb}{choice}, {seconds}")
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
-                       **info: Any) -> None:
-        self.ended.add(trial.trial_id)
-        reason = "see the log"
-        error_file = trial.error_file
-        if error_file and Path(error_file).is_file():
-            lines = [x for x in Path(error_file).read_text().splitlines() if x.strip()]
-            reason = lines[-1][:300] if lines else reason
-        seconds = _result(trial).get("time_total_s")
-        after = f", {seconds:.0f} s" if seconds else ""
-        say(f"{self.names.name_of(trial)} failed: {reason}{after}")
-
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        # Trials a restored search brings back already ended; Tune marks the ones it stops
-        # for a Ctrl+C TERMINATED only after its last step.
-        self.ended.update(t.trial_id for t in trials
-                          if t.status in (Trial.TERMINATED, Trial.ERROR))
-        now = time.monotonic()
-        every = min(600.0, max(self.every_s, (now - self.started) / 10))
-        if now - self.last_block >= every:
-            self._block(trials)
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self._block(trials, final=True)
-
-    def _block(self, trials: list[Trial], final: bool = False) -> None:
-        self.last_block = now = time.monotonic()
-        elapsed = now - self.started
-        total = sum(self.budgets.values())
-        running = [t for t in trials if t.status == Trial.RUNNING]
-        outcomes = [self._outcome(t) for t in trials]
-        done = sum(o is not None for o in outcomes)
-        progress = done + sum(min(1.0, (int(_result(t).get("epoch", -1)) + 1) / self._epochs(t))
-                              for t in running)
-        left = "estimating the time left"
-        if final:
-            left = "search ended"
-        elif progress > 0:
-            estimate = elapsed * (total - progress) / progress
-            if self.time_budget_s:
-                estimate = min(estimate, max(0.0, self.time_budget_s - elapsed))
-            left = f"about {_duration(estimate)} left"
-        lines = [f"[{_duration(elapsed)}] {done}/{total} trials done "
-                 f"({outcomes.count('stopped')} stopped early, {outcomes.count('failed')} "
-                 f"failed), {len(running)} running; {left}"]
-        width = max(len(pair) for pair in self.budgets)
-        for pair, budget in self.budgets.items():
-            own = [t for t in trials if t.config.get(PAIR_KEY) == pair]
-            ended = sum(self._outcome(t) is not None for t in own)
-            active = sum(t.status == Trial.RUNNING for t in own)
-            scored = [t for t in own if _result(t).get("best_score") is not None]
-            best = "-"
-            if scored:
-                top = max(scored, key=lambda t: _result(t)["best_score"])
-                best = f"{_result(top)['best_score']:6.2f}  {self.names.name_of(top)}"
-            lines.append(f"  {pair:<{width}}  {ended}/{budget} done, {active} running  "
-                         f"best {best}")
-        say("\n".join(lines))
-
-
-def _result(trial: Trial) -> dict[str, Any]:
-    """The trial's last reported result; unlike `Trial.last_result`, never waits on a
-    starting trial's actor."""
-    metadata = getattr(trial, "run_metadata", None)
-    return getattr(metadata, "last_result", None) or {}
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

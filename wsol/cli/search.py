@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser("search", help="run a search (the same as python search.py)",
+                                 add_help=False)
+    search.add_argument("search_args", nargs=argparse.REMAINDER)
+    search.set_defaults(run=lambda args: main(args.search_args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from wsol.search.experiment import load_experiment
