@@ -31,10 +31,6 @@ def add_ray_cluster(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix")
 
 
-def add_json(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--json", help=f"write {what} here")
-
-
 def add_metadata_source(parser: argparse.ArgumentParser, help_root: str | None = None) -> None:
     """--metadata-root DIR, or --dataset NAME for the real metadata bundled in the package."""
     from wsol.data.bundled import DATASETS

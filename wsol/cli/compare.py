@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from wsol.cli.common import add_tracking_uri, write_json
+from wsol.cli.common import add_ray_cluster, add_tracking_uri, write_json
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -15,8 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          "search.py's --config)")
     compare.add_argument("--search-seeds", type=int, required=True,
                          help="independent searches (seeds: the experiment's seed + 0..N-1)")
-    compare.add_argument("--address", help="Ray address; 'auto' on a cluster's head node")
-    compare.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix")
+    add_ray_cluster(compare)
     compare.add_argument("--device", default="auto", help="for the test evaluations")
     compare.add_argument("--json", help="write the summary (ids, runs, test numbers) here")
     compare.set_defaults(run=compare_methods)

@@ -1,4 +1,5 @@
-"""`python search.py` / `wsol search`: run, or restore, a search and print the best per pair."""
+"""`wsol search`, and `python search.py` (the same options): run, or restore, a search and
+print the best trial per pair."""
 
 from __future__ import annotations
 
@@ -7,52 +8,44 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsol.common.paths import find_input, project_file
-from wsol.trial.config import ConfigError
+from wsol.cli import common
+
+DESCRIPTION = "Run, or restore, a search and print the best trial per (method, backbone)."
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="search.py", description=__doc__)
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser("search", help="run a search (the same as python search.py)",
+                                 description=DESCRIPTION)
+    add_arguments(search)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment YAML (default: the synthetic demo); a "
                         "relative path not in the working directory is looked up in the "
                         "installed project")
     parser.add_argument("--smoke", action="store_true",
                         help="the same pipeline at minimum size (experiments/synthetic-smoke.yaml)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
-                        "$MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--address", help="Ray address; 'auto' on a cluster's head node")
-    parser.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix")
+    common.add_tracking_uri(parser)
+    common.add_ray_cluster(parser)
     parser.add_argument("--restore", action="store_true",
                         help="resume the search of this config after its driver died")
-    return parser
+    parser.set_defaults(run=search)
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    search = commands.add_parser("search", help="run a search (the same as python search.py)",
-                                 add_help=False)
-    search.add_argument("search_args", nargs=argparse.REMAINDER)
-    search.set_defaults(run=lambda args: main(args.search_args))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def search(args: argparse.Namespace) -> int:
+    from wsol.common.paths import find_input, project_file
     from wsol.search.experiment import load_experiment
     from wsol.search.runner import run_search
-
-    default = "experiments/" + ("synthetic-smoke.yaml" if args.smoke else "synthetic-demo.yaml")
-    try:
-        config = find_input(args.config, "experiment") if args.config else \
-            project_file(default, "experiment")
-        experiment = load_experiment(config, {
-            "tracking_uri": args.tracking_uri, "ray_address": args.address,
-            "storage_path": args.storage_path,
-        })
-        summary = run_search(experiment, restore=args.restore)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"search.py: error: {error}", file=sys.stderr)
-        return 2
     from wsol.search.tracking import ui_url
 
+    default = "experiments/" + ("synthetic-smoke.yaml" if args.smoke else "synthetic-demo.yaml")
+    config = find_input(args.config, "experiment") if args.config else \
+        project_file(default, "experiment")
+    experiment = load_experiment(config, {
+        "tracking_uri": args.tracking_uri, "ray_address": args.address,
+        "storage_path": args.storage_path,
+    })
+    summary = run_search(experiment, restore=args.restore)
     print(f"\n{summary['trials']} trials, {summary['failed']} failed. "
           "Best train-fullsup score per (method, backbone):")
     for pair, best in sorted(summary["best"].items()):
@@ -70,3 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"The search's runs:  {page}")
     print(f"Ray, Tune and trial output: {summary['log']}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python search.py`: this subcommand alone, its errors prefixed `search.py: error:`."""
+    parser = argparse.ArgumentParser(prog="search.py", description=DESCRIPTION)
+    add_arguments(parser)
+    return common.run(parser, argv)
