@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from wsol.cli.common import add_metadata_source, metadata_root, print_values, write_json
+from wsol.common.protocol import TEST, TRAIN_FULLSUP
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     score = commands.add_parser("score", help="score saved score maps (<image_id>.npy in [0,1])")
     score.add_argument("--scoremaps", required=True)
     add_metadata_source(score)
-    score.add_argument("--split", required=True, choices=("val", "test"))
+    score.add_argument("--split", required=True, choices=(TRAIN_FULLSUP, TEST))
     score.add_argument("--data-root", help="image root (image sizes, masks)")
     score.add_argument("--mask-root", help="mask root, if not the data root")
     score.add_argument("--curve-interval", type=float, default=0.01)

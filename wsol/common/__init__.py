@@ -1,1 +1,1 @@
-"""What every stage shares: the path rule and the name -> factory tables."""
+"""What every stage shares: the path rule, the name -> factory tables, the protocol's names."""

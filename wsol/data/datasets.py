@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wsol.common.protocol import SPLITS, TEST, TRAIN_FULLSUP, TRAIN_WEAKSUP
 from wsol.data.images import image_size, load_gt_mask, load_rgb, resolve
 from wsol.data.metadata import SplitMetadata, resized_boxes
 
@@ -28,8 +29,8 @@ class TrainDataset(Dataset):
     """train-weaksup: (image, label, index). Knows nothing of boxes or masks."""
 
     def __init__(self, split: SplitMetadata, data_root: str | Path, transform: Transform):
-        if split.name != "train":
-            raise ValueError(f"TrainDataset takes the 'train' split, got {split.name!r}")
+        if split.name != TRAIN_WEAKSUP:
+            raise ValueError(f"TrainDataset takes the {TRAIN_WEAKSUP!r} split, got {split.name!r}")
         self.image_ids: tuple[str, ...] = split.image_ids
         self.labels: tuple[int, ...] = tuple(split.labels[i] for i in split.image_ids)
         self.data_root = Path(data_root)
@@ -58,9 +59,10 @@ class EvalDataset(Dataset):
         *,
         allow_test: bool = False,
     ):
-        if split.name == "train":
-            raise ValueError("EvalDataset takes 'val' (train-fullsup) or 'test', not 'train'")
-        if split.name == "test" and not allow_test:
+        if split.name == TRAIN_WEAKSUP:
+            raise ValueError(f"EvalDataset takes {TRAIN_FULLSUP!r} ({SPLITS[TRAIN_FULLSUP]}) or "
+                             f"{TEST!r}, not {TRAIN_WEAKSUP!r}")
+        if split.name == TEST and not allow_test:
             raise SplitAccessError(
                 "the test split is read only by the final evaluation of a promoted model"
             )

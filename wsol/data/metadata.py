@@ -18,9 +18,11 @@ from typing import TypeVar
 
 import numpy as np
 
+from wsol.common import protocol
+
 T = TypeVar("T")
 
-SPLITS = ("train", "val", "test")
+SPLITS = tuple(protocol.SPLITS)  # the metadata folders
 BOX_FILE = "localization.txt"
 EXTRA_MASK_FILE = "localization_masks.txt"
 

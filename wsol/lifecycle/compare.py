@@ -26,6 +26,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from wsol.common import protocol
 from wsol.lifecycle import runs
 from wsol.lifecycle.evaluate import evaluate_model
 from wsol.lifecycle.promote import Promotion, PromotionError, promote, rank, refusal
@@ -36,7 +37,7 @@ from wsol.search.tracking import DEFAULT_TRACKING_URI, ensure_experiment, tracki
 COMPARE_TAG = "wsol.compare_id"
 SEED_TAG = "wsol.compare_seed"
 COMPARE_EXPERIMENT = "wsol-compares"
-TEST_KEYS = ("MaxBoxAcc", "MaxBoxAccV2", "PxAP")
+TEST_KEYS = (protocol.MAX_BOX_ACC, *protocol.SELECTION_METRICS)
 
 
 def new_compare_id() -> str:

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from wsol.common import protocol
 from wsol.lifecycle import runs
 from wsol.lifecycle.final_evaluation import evaluate_checkpoint, load_checkpoint
 from wsol.lifecycle.promote import refusal
@@ -68,11 +69,12 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
                                        pictures=pictures)
         selected = state["metrics"]
         result: dict[str, Any] = {
-            **score.metrics, "split": "test", "model": model, "run_id": run.info.run_id,
-            "epoch": state["epoch"], "normalisation": selected["normalisation"],
-            "percentile": selected["percentile"], "threshold": float(selected["threshold"]),
+            **score.metrics, "split": protocol.TEST_SPLIT, "model": model,
+            "run_id": run.info.run_id, "epoch": state["epoch"],
+            "normalisation": selected["normalisation"], "percentile": selected["percentile"],
+            "threshold": float(selected["threshold"]),
         }
-        tags = {runs.KIND_TAG: "evaluation", "wsol.split": "test",
+        tags = {runs.KIND_TAG: "evaluation", "wsol.split": protocol.TEST_SPLIT,
                 "wsol.trial_run_id": run.info.run_id, "wsol.method": pair.method,
                 "wsol.backbone": pair.backbone, "wsol.dataset": pair.dataset,
                 "wsol.model_uri": model}

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.common import protocol
 from wsol.data.datasets import EvalDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform
@@ -51,7 +52,7 @@ def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str 
     torch_device = resolve_device(device)
     method = build_method(config, state["num_classes"], torch_device)
     method.model.load_state_dict(state["model"])
-    split = load_split(config.metadata_dir, "test")
+    split = load_split(config.metadata_dir, protocol.TEST)
     data = EvalDataset(split, config.data_root, eval_transform(config.eval_size),
                        mask_root=config.mask_root, allow_test=True)
     loader = DataLoader(data, batch_size=batch_size or config.batch_size,

@@ -14,11 +14,12 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from wsol.common import protocol
+from wsol.common.protocol import SELECTION_SPLIT
 from wsol.lifecycle import runs
 from wsol.search.tracking import ui_link
-from wsol.trial.runner import SELECTION_SPLIT
 
-TIE_BREAKERS = ("MaxBoxAccV2", "PxAP", "MaxBoxAcc")
+TIE_BREAKERS = (*protocol.SELECTION_METRICS, protocol.MAX_BOX_ACC)
 CHOICES = ("normalisation", "percentile", "threshold", "selection_metric", "epoch")
 
 

@@ -31,11 +31,13 @@ import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from wsol.common import protocol
 from wsol.lifecycle import report_compare, robustness, runs
 from wsol.search.tracking import ensure_experiment
 
 REPORT_EXPERIMENT = "wsol-reports"
-METRICS = ("MaxBoxAccV2", "PxAP")
+METRICS = protocol.SELECTION_METRICS
+SPLITS = (protocol.SELECTION_SPLIT, protocol.TEST_SPLIT)
 BASELINE = "cam"
 
 
@@ -59,7 +61,7 @@ class PairResult:
         return max(self.evaluations, key=lambda r: r.info.start_time, default=None)
 
     def value(self, split: str, metric: str) -> float | None:
-        if split == "train-fullsup":
+        if split == protocol.SELECTION_SPLIT:
             run, key = self.best, f"selected/{metric}"
         else:
             run, key = self.latest_evaluation, f"test/{metric}"
@@ -92,14 +94,14 @@ def collect(client: MlflowClient, experiments: list[str] | None,
 def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows; every numeric column names its split."""
     datasets = sorted({r.pair.dataset for r in results})
-    metrics = {d: [m for m in METRICS if any(r.value("train-fullsup", m) is not None
+    metrics = {d: [m for m in METRICS if any(r.value(protocol.SELECTION_SPLIT, m) is not None
                                              for r in results if r.pair.dataset == d)]
                for d in datasets}
     header = ["method", "backbone"]
     for d in datasets:
         header.append(f"{d} trials (finished/all)")
         for metric in metrics[d]:
-            for split in ("train-fullsup", "test"):
+            for split in SPLITS:
                 header += [f"{d} {metric} ({split})", f"{d} {metric} ({split}) vs CAM"]
     by_pair = {r.pair: r for r in results}
     rows = []
@@ -111,7 +113,7 @@ def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
                        else f"{len(result.finished)}/{len(result.trials)}")
             baseline = by_pair.get(runs.Pair(d, BASELINE, backbone))
             for metric in metrics[d]:
-                for split in ("train-fullsup", "test"):
+                for split in SPLITS:
                     value = None if result is None else result.value(split, metric)
                     base = None if baseline is None else baseline.value(split, metric)
                     row.append(_number(value))

@@ -22,6 +22,7 @@ from ray._private import worker as ray_worker
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from wsol.common import protocol
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.tracking import MLflowTrialCallback
 from wsol.trial.config import TrialConfig
@@ -146,11 +147,11 @@ class SearchProgress(Callback):
     def _metric(self, trial: Trial) -> str:
         if self._setting(trial, "selection", "train_fullsup") == "label_free":
             return "label-free score"
-        metric = self._setting(trial, "selection_metric", "auto")
-        if metric == "auto":
-            metric = "MaxBoxAccV2" if _result(trial).get("MaxBoxAccV2") is not None \
-                else "PxAP"
-        return f"train-fullsup {metric}"
+        metric = self._setting(trial, "selection_metric", protocol.AUTO)
+        if metric == protocol.AUTO:
+            metric = protocol.MAX_BOX_ACC_V2 \
+                if _result(trial).get(protocol.MAX_BOX_ACC_V2) is not None else protocol.PXAP
+        return f"{protocol.SELECTION_SPLIT} {metric}"
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict, **info: Any) -> None:

@@ -107,12 +107,6 @@ class SearchSpace:
                 values[p.name] = trial.suggest_float(p.name, p.low, high, log=p.log)
         return dict(self.fixed)
 
-    def trial_settings(self, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Split sampled + fixed values into trial settings and method hyperparameters."""
-        settings = {k: v for k, v in values.items() if k in TRIAL_FIELDS}
-        params = {k: v for k, v in values.items() if k not in TRIAL_FIELDS}
-        return settings, params
-
 
 def _fail(path: Path, key: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message}")

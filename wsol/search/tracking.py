@@ -28,8 +28,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from wsol.common.protocol import SELECTION_SPLIT
 from wsol.search.pairs import PAIR_KEY
-from wsol.trial.runner import SELECTION_SPLIT
+from wsol.search.trainable import REPORTED
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
@@ -366,6 +367,4 @@ def _reason(error: str) -> str:
     return (lines[-1] if lines else "trial failed")[:4000]
 
 
-_METRICS = {"score", "best_score", "MaxBoxAcc", "MaxBoxAccV2", "BoxAccV2@30", "BoxAccV2@50",
-            "BoxAccV2@70", "PxAP", "threshold", "percentile", "top1_loc", "gt_known_loc",
-            "label_free_score", "epoch_seconds", "epoch"}
+_METRICS = set(REPORTED)

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from wsol.common import protocol
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.space import TRIAL_FIELDS
@@ -23,9 +24,10 @@ from wsol.trial.runner import Evaluation, run_trial
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json", "curves.json", "curves.png",
                     "overlays.png")
-REPORTED = ("epoch", "score", "best_score", "MaxBoxAcc", "MaxBoxAccV2", "BoxAccV2@30",
-            "BoxAccV2@50", "BoxAccV2@70", "PxAP", "threshold", "percentile", "top1_loc",
-            "gt_known_loc", "label_free_score", "epoch_seconds")
+# The protocol's metrics on train-fullsup and the trial's bookkeeping: what Tune sees (and the
+# MLflow callback logs) after each evaluation.
+REPORTED = ("epoch", "score", "best_score", *protocol.METRICS, "threshold", "percentile",
+            "label_free_score", "epoch_seconds")
 
 
 def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],

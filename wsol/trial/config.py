@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from wsol.common import protocol
 from wsol.common.paths import relative_to_file
 
 
@@ -46,6 +47,15 @@ class OverrideError(ConfigError):
     """A `--set KEY=VALUE` is wrong; the one-line message starts with `--set KEY:`."""
 
 
+SELECTION_METRICS = (protocol.AUTO, *protocol.SELECTION_METRICS)
+
+
+def _either(values: Sequence[object]) -> str:
+    """`a, b or c`, for the rule an error message states."""
+    words = [str(v) for v in values]
+    return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
+
+
 @dataclass
 class TrialConfig:
     method: str = "cam"
@@ -68,17 +78,16 @@ class TrialConfig:
     crop: int = 224
     eval_size: int = 224
     eval_every: int = 1
-    curve_interval: float = 0.01
+    curve_interval: float = protocol.CURVE_INTERVALS[0]
     # "auto": MaxBoxAccV2 where train-fullsup has boxes, else PxAP.
-    selection_metric: str = "auto"
+    selection_metric: str = protocol.AUTO
     # "train_fullsup" (the protocol) or "label_free" (the method's own rule, e.g. the weight
     # map's S); either way train-fullsup metrics are recorded.
     selection: str = "train_fullsup"
-    normalisations: list[str] = field(default_factory=lambda: ["minmax", "max", "pas", "ivr"])
+    normalisations: list[str] = field(default_factory=lambda: list(protocol.NORMALISATIONS))
     ivr_percentiles: list[float] = field(
-        default_factory=lambda: [5.0, 10.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 60.0, 70.0]
-    )
-    pas_percentile: float = 90.0
+        default_factory=lambda: list(protocol.DEFAULT_IVR_PERCENTILES))
+    pas_percentile: float = protocol.DEFAULT_PAS_PERCENTILE
     seed: int = 0
     device: str = "auto"
     # Mixed precision for training steps (float16 with loss scaling on CUDA, bfloat16 on CPU);
@@ -96,14 +105,15 @@ class TrialConfig:
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "lr": (self.lr > 0, "> 0"),
             "eval_every": (self.eval_every >= 1, ">= 1"),
-            "curve_interval": (self.curve_interval in (0.01, 0.001), "0.01 or 0.001"),
-            "selection_metric": (self.selection_metric in ("auto", "MaxBoxAccV2", "PxAP"),
-                                 "auto, MaxBoxAccV2 or PxAP"),
+            "curve_interval": (self.curve_interval in protocol.CURVE_INTERVALS,
+                               _either(protocol.CURVE_INTERVALS)),
+            "selection_metric": (self.selection_metric in SELECTION_METRICS,
+                                 _either(SELECTION_METRICS)),
             "selection": (self.selection in ("train_fullsup", "label_free"),
                           "train_fullsup or label_free"),
             "normalisations": (bool(self.normalisations)
-                               and set(self.normalisations) <= {"minmax", "max", "pas", "ivr"},
-                               "a non-empty list of minmax, max, pas, ivr"),
+                               and set(self.normalisations) <= set(protocol.NORMALISATIONS),
+                               f"a non-empty list of {', '.join(protocol.NORMALISATIONS)}"),
         }
         bad = [key for key, (ok, _) in checks.items() if not ok]
         if bad:

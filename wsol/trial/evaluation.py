@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from wsol.common import protocol
 from wsol.data.datasets import EvalDataset
 from wsol.methods.base import Method
 from wsol.scoring.boxes import BoxAccumulator, BoxCurves
@@ -71,10 +72,10 @@ class Targets:
 
     def selection_metric(self, requested: str) -> str:
         metric = requested
-        if requested == "auto":
-            metric = "MaxBoxAccV2" if self.has_boxes else "PxAP"
-        if (metric == "MaxBoxAccV2" and not self.has_boxes) or (
-            metric == "PxAP" and not self.has_masks
+        if requested == protocol.AUTO:
+            metric = protocol.MAX_BOX_ACC_V2 if self.has_boxes else protocol.PXAP
+        if (metric == protocol.MAX_BOX_ACC_V2 and not self.has_boxes) or (
+            metric == protocol.PXAP and not self.has_masks
         ):
             raise ValueError(f"split {self.dataset.split.name} has no ground truth for {metric}")
         return metric
@@ -106,7 +107,7 @@ def select_normalisation(batches: list[RawBatch], targets: Targets, metric: str,
     search = NormalisationSearch(candidates(config), metric, config.curve_interval)
     for batch in batches:
         indices = batch.indices.tolist()
-        if metric == "PxAP":
+        if metric == protocol.PXAP:
             truth = [targets.mask(i) for i in indices]
         else:
             truth = [targets.boxes(i) for i in indices]
@@ -147,7 +148,8 @@ def score_split(batches: Iterable[RawBatch], targets: Targets, normalisation: No
         precision_recall = pxap.result()
         metrics.update(mask_metrics(precision_recall))
     if threshold is None:
-        threshold = metrics.get("MaxBoxAcc_threshold", metrics.get("PxAP_threshold", 0.5))
+        threshold = metrics.get(protocol.threshold_key(protocol.MAX_BOX_ACC),
+                                metrics.get(protocol.threshold_key(protocol.PXAP), 0.5))
         if v1 is not None:
             loc = LocalizationAccuracy(threshold)
             for batch in seen:

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.common import protocol
 from wsol.data.datasets import EvalDataset, TrainDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform, train_transform
@@ -38,8 +39,6 @@ from wsol.trial.evaluation import (
     score_split,
     select_normalisation,
 )
-
-SELECTION_SPLIT = "train-fullsup"
 
 
 @dataclass
@@ -85,8 +84,8 @@ class Trial:
         self.log = log
         self.device = resolve_device(config.device)
         c = config
-        train_split = load_split(c.metadata_dir, "train")
-        val_split = load_split(c.metadata_dir, "val")
+        train_split = load_split(c.metadata_dir, protocol.TRAIN_WEAKSUP)
+        val_split = load_split(c.metadata_dir, protocol.TRAIN_FULLSUP)
         self.train_data = TrainDataset(train_split, c.data_root, train_transform(c.resize, c.crop))
         self.val_data = EvalDataset(val_split, c.data_root, eval_transform(c.eval_size),
                                     mask_root=c.mask_root)
@@ -211,7 +210,7 @@ class Trial:
 
     def _write_metrics(self, best: dict | None, history: list) -> dict[str, Any]:
         summary = {
-            "selected_on": SELECTION_SPLIT,
+            "selected_on": protocol.SELECTION_SPLIT,
             "selection": self.config.selection,
             "method": self.config.method,
             "backbone": self.config.backbone,

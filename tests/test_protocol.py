@@ -1,0 +1,55 @@
+"""The protocol's names live in wsol.common.protocol: what still repeats them (the scoring
+package, the shared search space, the trial config's defaults) must agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from wsol.common import protocol
+from wsol.scoring import grid, normalize, selection
+from wsol.scoring.boxes import BoxAccumulator
+from wsol.scoring.localization import LocalizationAccuracy
+from wsol.scoring.report import box_metrics
+from wsol.trial.config import TrialConfig, read_yaml
+from wsol.trial.evaluation import candidates
+
+BASE = Path(__file__).resolve().parents[1] / "search_spaces" / "base.yaml"
+
+
+def test_scoring_uses_the_protocols_names() -> None:
+    assert tuple(grid.IOU_THRESHOLDS) == protocol.IOU_THRESHOLDS
+    assert tuple(normalize.NORMALISATIONS) == protocol.NORMALISATIONS
+    assert tuple(normalize.NEEDS_PERCENTILE) == protocol.NEEDS_PERCENTILE
+    assert tuple(selection.DEFAULT_IVR_PERCENTILES) == protocol.DEFAULT_IVR_PERCENTILES
+
+
+def test_the_evaluator_reports_under_the_protocols_names() -> None:
+    accumulator = BoxAccumulator(0.01)
+    scoremap = np.zeros((8, 8))
+    scoremap[2:6, 2:6] = 1.0
+    accumulator.add_many([(scoremap, np.array([[2, 2, 6, 6]]))])
+    curves = accumulator.result()
+    names = set(box_metrics(curves, curves))
+    thresholds = [protocol.threshold_key(m) for m in protocol.THRESHOLDED
+                  if m in protocol.BOX_METRICS]
+    assert names == {*protocol.BOX_METRICS, *thresholds}
+    assert tuple(LocalizationAccuracy(0.5).counts) == protocol.LOCALIZATION
+
+
+def test_defaults_are_the_protocols() -> None:
+    config = TrialConfig()
+    assert config.normalisations == list(protocol.NORMALISATIONS)
+    assert config.ivr_percentiles == list(protocol.DEFAULT_IVR_PERCENTILES)
+    assert config.pas_percentile == protocol.DEFAULT_PAS_PERCENTILE
+    assert {c.method for c in candidates(config)} == set(protocol.NORMALISATIONS)
+    fixed = read_yaml(BASE.read_text())["fixed"]
+    assert fixed == {"normalisations": list(protocol.NORMALISATIONS),
+                     "ivr_percentiles": list(protocol.DEFAULT_IVR_PERCENTILES),
+                     "pas_percentile": protocol.DEFAULT_PAS_PERCENTILE}
+
+
+def test_the_selection_split_is_never_test() -> None:
+    assert protocol.SELECTION_SPLIT == "train-fullsup"
+    assert protocol.SPLITS[protocol.TEST] == protocol.TEST_SPLIT != protocol.SELECTION_SPLIT
