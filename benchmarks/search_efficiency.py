@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
+from wsol.common import tracking_schema as schema
 from wsol.data.synthetic import PRESETS, generate
 from wsol.search.experiment import load_experiment
 from wsol.search.runner import run_search
@@ -33,11 +34,11 @@ def scores_in_order(uri: str, name: str) -> tuple[list[float], float]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name).experiment_id
     runs = [r for r in client.search_runs([experiment], max_results=1000)
-            if r.data.tags.get("wsol.kind") == "trial"]
+            if r.data.tags.get(schema.KIND) == schema.TRIAL]
     runs.sort(key=lambda r: r.info.start_time)
-    epochs = sum(len(client.get_metric_history(r.info.run_id, "train_fullsup/score"))
+    epochs = sum(len(client.get_metric_history(r.info.run_id, schema.per_epoch("score")))
                  for r in runs)
-    return [r.data.metrics.get("selected/score", float("-inf")) for r in runs], epochs
+    return [r.data.metrics.get(schema.SCORE, float("-inf")) for r in runs], epochs
 
 
 def search(kind: str, seed: int, trials: int, epochs: int, data_root: str, work: Path) -> dict:

@@ -12,6 +12,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from wsol.common import tracking_schema as schema
 from wsol.lifecycle.promote import promote
 from wsol.search import runner
 from wsol.search.experiment import experiment_from_dict
@@ -76,6 +77,12 @@ def test_search_records_parent_children_and_the_failure(tiny_synth: Path, tmp_pa
         else:
             assert child.info.status == "FAILED"
             assert "non-finite loss" in child.data.tags["wsol.failure_reason"]
+    # Failed trials too carry only what the tracking schema declares.
+    for run in runs:
+        record = schema.SCHEMA[run.data.tags[schema.KIND]]
+        assert [record.undeclared(part, keys) for part, keys in (
+            ("tags", run.data.tags), ("params", run.data.params),
+            ("metrics", run.data.metrics))] == [[], [], []]
 
     # The parent run ends with the search and holds its result.
     parent = client.get_run(parents[0].info.run_id)

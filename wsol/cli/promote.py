@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from wsol.cli.common import add_experiments, add_searches, add_tracking_uri, client, write_json
+from wsol.common.tracking_schema import CHAMPION
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     promote.add_argument("--method")
     promote.add_argument("--backbone")
     promote.add_argument("--dataset", help="needed when the pair was searched on several")
-    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--alias", default=CHAMPION)
     add_experiments(promote)
     add_searches(promote)
     promote.add_argument("--run-id", help="promote this trial run instead of the best")
@@ -23,7 +24,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def promote_pair(args: argparse.Namespace) -> int:
-    from wsol.lifecycle.promote import previous_alias, promote
+    from wsol.common.tracking_schema import previous_alias
+    from wsol.lifecycle.promote import promote
 
     promotion = promote(client(args), args.method, args.backbone, args.dataset, args.alias,
                         args.experiment, args.run_id, args.search)

@@ -4,7 +4,7 @@ N independent searches of one experiment (search seed = the experiment's seed + 
 own MLflow parent run; then, per search and (method, backbone) pair, the pair's best
 train-fullsup trial of THAT search is promoted under the alias `compare-<id>-seed<seed>` and
 read once on test. It composes `run_search`, `promote` and `evaluate_model`; every run is
-tagged `wsol.compare_id` / `wsol.compare_seed`, which is how `wsol report --compare` finds
+tagged with the compare's id and seed, which is how `wsol report --compare` finds
 them. Nothing here looks at a test number before the last step, and nothing chooses by it.
 
 The benchmark is part of the setting, not of the search: the synthetic data is generated
@@ -27,6 +27,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
+from wsol.common import tracking_schema as schema
 from wsol.lifecycle import runs
 from wsol.lifecycle.evaluate import evaluate_model
 from wsol.lifecycle.promote import Promotion, PromotionError, promote, rank, refusal
@@ -34,19 +35,12 @@ from wsol.search.experiment import Experiment
 from wsol.search.runner import prepare_data, run_search
 from wsol.search.tracking import DEFAULT_TRACKING_URI, ensure_experiment, tracking_uri
 
-COMPARE_TAG = "wsol.compare_id"
-SEED_TAG = "wsol.compare_seed"
-COMPARE_EXPERIMENT = "wsol-compares"
 TEST_KEYS = (protocol.MAX_BOX_ACC, *protocol.SELECTION_METRICS)
 
 
 def new_compare_id() -> str:
     """Sortable by time, unique without coordination: 20250101-120000-1a2b3c."""
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
-def alias_for(compare_id: str, seed: int) -> str:
-    return f"compare-{compare_id}-seed{seed}"
 
 
 def seeded_experiment(experiment: Experiment, index: int, compare_id: str) -> Experiment:
@@ -81,13 +75,14 @@ def run_compare(experiment: Experiment, search_seeds: int, device: str = "auto",
         from wsol.models.synthetic_pretrained import ensure_pretrained
 
         ensure_pretrained()  # once here, not in the first trials (one thread each)
-    record = client.create_run(ensure_experiment(client, COMPARE_EXPERIMENT, uri),
+    record = client.create_run(ensure_experiment(client, schema.COMPARE_EXPERIMENT, uri),
                                run_name=f"compare {experiment.name}",
-                               tags={runs.KIND_TAG: "compare", COMPARE_TAG: compare_id,
-                                     "wsol.dataset": experiment.dataset})
-    for key, value in {"experiment": experiment.name, "search_seeds": search_seeds,
-                       "base_seed": experiment.seed, "pairs": ",".join(experiment.pairs()),
-                       "trials_per_pair": experiment.trials_per_pair}.items():
+                               tags={schema.KIND: schema.COMPARE,
+                                     schema.COMPARE_ID: compare_id,
+                                     schema.DATASET: experiment.dataset})
+    params = (experiment.name, search_seeds, experiment.seed, ",".join(experiment.pairs()),
+              experiment.trials_per_pair)
+    for key, value in zip(schema.COMPARE_PARAMS, params, strict=True):
         client.log_param(record.info.run_id, key, value)
     summary: dict[str, Any] = {"compare_id": compare_id, "tracking_uri": uri,
                                "experiment": experiment.name, "seeds": [],
@@ -104,7 +99,7 @@ def run_compare(experiment: Experiment, search_seeds: int, device: str = "auto",
         raise
     finally:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "compare.json"
+            path = Path(tmp) / schema.COMPARE_JSON
             path.write_text(json.dumps(summary, indent=2, default=str))
             client.log_artifact(record.info.run_id, str(path))
         client.set_terminated(record.info.run_id, status)
@@ -115,8 +110,8 @@ def _one_seed(client: MlflowClient, experiment: Experiment, compare_id: str, dev
               log: Callable[[str], None]) -> dict[str, Any]:
     result = run_search(experiment)
     parent = result["parent_run_id"]
-    client.set_tag(parent, COMPARE_TAG, compare_id)
-    client.set_tag(parent, SEED_TAG, str(experiment.seed))
+    client.set_tag(parent, schema.COMPARE_ID, compare_id)
+    client.set_tag(parent, schema.COMPARE_SEED, str(experiment.seed))
     if result.get("unfinished"):  # Tune returns on Ctrl+C: no promotion from half a budget
         raise KeyboardInterrupt(f"search {experiment.name} was interrupted with "
                                 f"{result['unfinished']} trials unfinished; compare "
@@ -139,9 +134,9 @@ def _promote_and_evaluate(client: MlflowClient, experiment: Experiment, pair: st
     """Promote the pair's best trial of this search under the seed's alias, tag the version,
     read test once and tag that evaluation run."""
     method, backbone = pair.split("/")
-    alias = alias_for(compare_id, experiment.seed)
+    alias = schema.compare_alias(compare_id, experiment.seed)
     promotion, tie = _promote(client, experiment, method, backbone, parent, alias)
-    tags = {COMPARE_TAG: compare_id, SEED_TAG: str(experiment.seed)}
+    tags = {schema.COMPARE_ID: compare_id, schema.COMPARE_SEED: str(experiment.seed)}
     for key, value in tags.items():
         client.set_model_version_tag(promotion.name, promotion.version, key, value)
     result = evaluate_model(client, promotion.model_uri, device=device)
@@ -165,8 +160,9 @@ def _promote(client: MlflowClient, experiment: Experiment, method: str, backbone
         if "tie at" not in str(error):
             raise
         ids = runs.experiment_ids(client, [experiment.name])
-        found = [r for r in runs.search(client, ids, "trial", [parent], method=method,
-                                        backbone=backbone, dataset=experiment.dataset)
+        found = [r for r in runs.search(client, ids, schema.TRIAL, [parent], {
+                     schema.METHOD: method, schema.BACKBONE: backbone,
+                     schema.DATASET: experiment.dataset})
                  if refusal(r) is None]
         top = max(map(rank, found), default=None)
         tied = [r for r in found if rank(r) == top]

@@ -3,7 +3,7 @@
 It loads the checkpoint and the choices train-fullsup made (normalisation, percentile,
 threshold), scores test with them and logs an evaluation run linked to the model version.
 It chooses nothing, so running it again gives the same numbers; every run is counted on
-the version (`wsol.test_evaluations`) so that repeated peeking at test is visible.
+the version (its test-evaluations tag) so that repeated peeking at test is visible.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
+from wsol.common import tracking_schema as schema
 from wsol.lifecycle import runs
 from wsol.lifecycle.final_evaluation import evaluate_checkpoint, load_checkpoint
 from wsol.lifecycle.promote import refusal
-from wsol.search.tracking import mlflow_key
-
-CHECKED_CHOICES = ("normalisation", "percentile", "threshold")
 
 
 def resolve_model(client: MlflowClient, model: str) -> tuple[Run, ModelVersion | None]:
@@ -45,8 +43,8 @@ def resolve_model(client: MlflowClient, model: str) -> tuple[Run, ModelVersion |
 def _check_choices(state: dict[str, Any], run: Run) -> None:
     """The checkpoint must carry the choices its trial run recorded (nothing re-chosen)."""
     stored = state["metrics"]
-    for key in CHECKED_CHOICES:
-        recorded = run.data.tags.get(f"wsol.selected_{key}")
+    for key in schema.REUSED_CHOICES:
+        recorded = run.data.tags.get(schema.selected(key))
         if recorded is not None and recorded != str(stored.get(key)):
             raise ValueError(f"checkpoint of run {run.info.run_id} has {key}={stored.get(key)} "
                              f"but the run recorded {recorded}")
@@ -62,7 +60,7 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
     pair = runs.pair_of(run)
     with tempfile.TemporaryDirectory() as tmp:
         state = load_checkpoint(
-            client.download_artifacts(run.info.run_id, "checkpoint/best.pt", tmp))
+            client.download_artifacts(run.info.run_id, schema.CHECKPOINT, tmp))
         _check_choices(state, run)
         pictures = Path(tmp) / "test"
         score, _ = evaluate_checkpoint(state, data_root, metadata_root, device, batch_size,
@@ -74,39 +72,41 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
             "normalisation": selected["normalisation"], "percentile": selected["percentile"],
             "threshold": float(selected["threshold"]),
         }
-        tags = {runs.KIND_TAG: "evaluation", "wsol.split": protocol.TEST_SPLIT,
-                "wsol.trial_run_id": run.info.run_id, "wsol.method": pair.method,
-                "wsol.backbone": pair.backbone, "wsol.dataset": pair.dataset,
-                "wsol.model_uri": model}
+        tags = {schema.KIND: schema.EVALUATION, schema.SPLIT: protocol.TEST_SPLIT,
+                schema.TRIAL_RUN_ID: run.info.run_id, schema.METHOD: pair.method,
+                schema.BACKBONE: pair.backbone, schema.DATASET: pair.dataset,
+                schema.MODEL_URI: model}
         if version is not None:
-            tags.update({"wsol.model_name": version.name, "wsol.model_version": version.version})
+            tags.update({schema.MODEL_NAME: version.name,
+                         schema.MODEL_VERSION: version.version})
             result.update({"model_name": version.name, "version": str(version.version)})
         evaluation = client.create_run(run.info.experiment_id, run_name=f"test {model}",
                                        tags=tags)
         evaluation_id = evaluation.info.run_id
-        for key in (*CHECKED_CHOICES, "epoch"):
+        for key in schema.EVALUATION_PARAMS:
             client.log_param(evaluation_id, key, result[key])
         stamp = evaluation.info.start_time
         client.log_batch(evaluation_id, metrics=[
-            Metric(f"test/{mlflow_key(k)}", float(v), stamp, 0) for k, v in score.metrics.items()
+            Metric(schema.test_metric(k), float(v), stamp, 0) for k, v in score.metrics.items()
         ])
-        (pictures / "test_metrics.json").write_text(json.dumps(result, indent=2, default=float))
+        (pictures / schema.TEST_METRICS_JSON).write_text(json.dumps(result, indent=2,
+                                                                    default=float))
         client.log_artifacts(evaluation_id, str(pictures))
         client.set_terminated(evaluation_id, "FINISHED")
     count = _count_evaluations(client, run, version)
-    client.set_tag(evaluation_id, "wsol.evaluation_number", str(count))
+    client.set_tag(evaluation_id, schema.EVALUATION_NUMBER, str(count))
     if version is not None:
-        client.set_model_version_tag(version.name, version.version, "wsol.test_evaluations",
+        client.set_model_version_tag(version.name, version.version, schema.TEST_EVALUATIONS,
                                      str(count))
         client.set_model_version_tag(version.name, version.version,
-                                     "wsol.last_evaluation_run", evaluation_id)
+                                     schema.LAST_EVALUATION_RUN, evaluation_id)
     result.update({"evaluation_run_id": evaluation_id, "evaluation_number": count})
     return result
 
 
 def _count_evaluations(client: MlflowClient, run: Run, version: ModelVersion | None) -> int:
     """Test evaluations of this version (or of this trial run when no version was named)."""
-    model = {} if version is None else {"model_name": version.name,
-                                         "model_version": str(version.version)}
-    return len(runs.search(client, [run.info.experiment_id], "evaluation",
-                           trial_run_id=run.info.run_id, **model))
+    tags = {schema.TRIAL_RUN_ID: run.info.run_id}
+    if version is not None:
+        tags.update({schema.MODEL_NAME: version.name, schema.MODEL_VERSION: str(version.version)})
+    return len(runs.search(client, [run.info.experiment_id], schema.EVALUATION, tags=tags))

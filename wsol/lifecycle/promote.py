@@ -15,12 +15,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
+from wsol.common import tracking_schema as schema
 from wsol.common.protocol import SELECTION_SPLIT
 from wsol.lifecycle import runs
 from wsol.search.tracking import ui_link
 
 TIE_BREAKERS = (*protocol.SELECTION_METRICS, protocol.MAX_BOX_ACC)
-CHOICES = ("normalisation", "percentile", "threshold", "selection_metric", "epoch")
+# The trial's tags a version carries (beside selected_on): its choices and its epoch.
+CHOICES = (*schema.CHOICES, "epoch")
 
 
 class PromotionError(ValueError):
@@ -43,27 +45,20 @@ class Promotion:
         return asdict(self)
 
 
-def model_name(pair: runs.Pair) -> str:
-    return f"wsol-{pair.dataset}-{pair.method}-{pair.backbone}"
-
-
-def previous_alias(alias: str) -> str:
-    return "previous" if alias == "champion" else f"{alias}-previous"
-
-
 def refusal(run: Run) -> str | None:
     """Why a trial run cannot be promoted, or None."""
     tags = run.data.tags
-    if tags.get(runs.KIND_TAG) != "trial":
-        return f"run {run.info.run_id} is not a search trial (wsol.kind={tags.get(runs.KIND_TAG)})"
+    if tags.get(schema.KIND) != schema.TRIAL:
+        return (f"run {run.info.run_id} is not a search trial "
+                f"({schema.KIND}={tags.get(schema.KIND)})")
     if run.info.status != "FINISHED":
-        reason = tags.get("wsol.failure_reason", "")
+        reason = tags.get(schema.FAILURE_REASON, "")
         return f"run {run.info.run_id} is {run.info.status}" + (f": {reason}" if reason else "")
-    if tags.get("wsol.selected_on") != SELECTION_SPLIT:
-        return (f"run {run.info.run_id} was selected on {tags.get('wsol.selected_on')!r}, "
+    if tags.get(schema.SELECTED_ON) != SELECTION_SPLIT:
+        return (f"run {run.info.run_id} was selected on {tags.get(schema.SELECTED_ON)!r}, "
                 f"not {SELECTION_SPLIT}")
-    if runs.SCORE_METRIC not in run.data.metrics:
-        return f"run {run.info.run_id} has no {runs.SCORE_METRIC} metric"
+    if schema.SCORE not in run.data.metrics:
+        return f"run {run.info.run_id} has no {schema.SCORE} metric"
     return None
 
 
@@ -73,8 +68,8 @@ def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None
     ids = runs.experiment_ids(client, experiments)
     if searches:
         runs.check_searches(client, searches)
-    found = runs.search(client, ids, "trial", searches, method=method, backbone=backbone,
-                        dataset=dataset)
+    found = runs.search(client, ids, schema.TRIAL, searches, {
+        schema.METHOD: method, schema.BACKBONE: backbone, schema.DATASET: dataset})
     if not found:
         where = f" on dataset {dataset!r}" if dataset else ""
         raise PromotionError(f"no trial runs for method {method!r}, backbone {backbone!r}{where}")
@@ -86,11 +81,11 @@ def choose(client: MlflowClient, method: str, backbone: str, dataset: str | None
     candidates = [r for r, why in zip(found, reasons, strict=True) if why is None]
     if not candidates:
         raise PromotionError("no promotable trial:\n  " + "\n  ".join(filter(None, reasons)))
-    metrics = {r.data.tags.get("wsol.selected_selection_metric") for r in candidates}
+    metrics = {r.data.tags.get(schema.selected("selection_metric")) for r in candidates}
     if len(metrics) > 1:
         raise PromotionError(f"ambiguous: trials were selected by different metrics {metrics}")
-    parents = {r.data.tags.get(runs.PARENT_TAG) for r in candidates}
-    fingerprints = {client.get_run(p).data.tags.get("wsol.dataset_fingerprint", "") if p else ""
+    parents = {r.data.tags.get(schema.PARENT) for r in candidates}
+    fingerprints = {client.get_run(p).data.tags.get(schema.DATASET_FINGERPRINT, "") if p else ""
                     for p in parents}
     if len(fingerprints) > 1:
         raise PromotionError(f"ambiguous: dataset {datasets[0]!r} has trials on "
@@ -108,12 +103,12 @@ def rank(run: Run) -> tuple[float, ...]:
     """The selection score, then the other train-fullsup metrics to break ties (small
     train-fullsup sets make equal scores common); never a test number."""
     metrics = run.data.metrics
-    return (metrics[runs.SCORE_METRIC],
-            *(metrics.get(f"selected/{key}", float("-inf")) for key in TIE_BREAKERS))
+    return (metrics[schema.SCORE],
+            *(metrics.get(schema.selected_metric(key), float("-inf")) for key in TIE_BREAKERS))
 
 
 def promote(client: MlflowClient, method: str | None = None, backbone: str | None = None,
-            dataset: str | None = None, alias: str = "champion",
+            dataset: str | None = None, alias: str = schema.CHAMPION,
             experiments: list[str] | None = None, run_id: str | None = None,
             searches: list[str] | None = None) -> Promotion:
     if run_id is not None:
@@ -136,19 +131,20 @@ def promote(client: MlflowClient, method: str | None = None, backbone: str | Non
 
 def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
     pair = runs.pair_of(run)
-    name = model_name(pair)
+    name = schema.model_name(pair.dataset, pair.method, pair.backbone)
     tags = run.data.tags
-    choices = {key: tags.get(f"wsol.selected_{key}", "") for key in CHOICES}
-    choices["selected_on"] = tags["wsol.selected_on"]
+    choices = {key: tags.get(schema.selected(key), "") for key in CHOICES}
+    choices["selected_on"] = tags[schema.SELECTED_ON]
     lineage = {
         "trial_run_id": run.info.run_id,
-        "search_run_id": tags.get(runs.PARENT_TAG, ""),
+        "search_run_id": tags.get(schema.PARENT, ""),
         "experiment_id": run.info.experiment_id,
     }
     parent = runs.parent_of(client, run)
-    for key in ("code_version", "dataset_fingerprint"):
-        lineage[key] = "" if parent is None else parent.data.tags.get(f"wsol.{key}", "")
-    score = run.data.metrics[runs.SCORE_METRIC]
+    for key, tag in (("code_version", schema.CODE_VERSION),
+                     ("dataset_fingerprint", schema.DATASET_FINGERPRINT)):
+        lineage[key] = "" if parent is None else parent.data.tags.get(tag, "")
+    score = run.data.metrics[schema.SCORE]
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -157,10 +153,10 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
     if existing:
         version = str(existing[0].version)
     else:
-        version_tags = {f"wsol.{k}": v for k, v in {**choices, **lineage}.items()}
-        version_tags.update({"wsol.train_fullsup_score": f"{score:.6f}",
-                             "wsol.method": pair.method, "wsol.backbone": pair.backbone,
-                             "wsol.dataset": pair.dataset, "wsol.test_evaluations": "0"})
+        version_tags = {schema.version_tag(k): v for k, v in {**choices, **lineage}.items()}
+        version_tags.update({schema.TRAIN_FULLSUP_SCORE: f"{score:.6f}",
+                             schema.METHOD: pair.method, schema.BACKBONE: pair.backbone,
+                             schema.DATASET: pair.dataset, schema.TEST_EVALUATIONS: "0"})
         version = str(client.create_model_version(
             name, source=f"{run.info.artifact_uri}/checkpoint", run_id=run.info.run_id,
             tags=version_tags,
@@ -168,7 +164,7 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
         ).version)
     previous = _alias_version(client, name, alias)
     if previous is not None and previous != version:
-        client.set_registered_model_alias(name, previous_alias(alias), previous)
+        client.set_registered_model_alias(name, schema.previous_alias(alias), previous)
     client.set_registered_model_alias(name, alias, version)
     return Promotion(f"models:/{name}@{alias}", name, version, run.info.run_id, alias,
                      previous if previous != version else None, score, choices, lineage)

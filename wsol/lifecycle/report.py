@@ -32,10 +32,10 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
+from wsol.common import tracking_schema as schema
 from wsol.lifecycle import report_compare, robustness, runs
 from wsol.search.tracking import ensure_experiment
 
-REPORT_EXPERIMENT = "wsol-reports"
 METRICS = protocol.SELECTION_METRICS
 SPLITS = (protocol.SELECTION_SPLIT, protocol.TEST_SPLIT)
 BASELINE = "cam"
@@ -50,11 +50,11 @@ class PairResult:
     @cached_property
     def finished(self) -> list[Run]:
         return [r for r in self.trials if r.info.status == "FINISHED"
-                and runs.SCORE_METRIC in r.data.metrics]
+                and schema.SCORE in r.data.metrics]
 
     @cached_property
     def best(self) -> Run | None:
-        return max(self.finished, key=lambda r: r.data.metrics[runs.SCORE_METRIC], default=None)
+        return max(self.finished, key=lambda r: r.data.metrics[schema.SCORE], default=None)
 
     @cached_property
     def latest_evaluation(self) -> Run | None:
@@ -62,9 +62,9 @@ class PairResult:
 
     def value(self, split: str, metric: str) -> float | None:
         if split == protocol.SELECTION_SPLIT:
-            run, key = self.best, f"selected/{metric}"
+            run, key = self.best, schema.selected_metric(metric)
         else:
-            run, key = self.latest_evaluation, f"test/{metric}"
+            run, key = self.latest_evaluation, schema.test_metric(metric)
         return None if run is None else run.data.metrics.get(key)
 
 
@@ -77,12 +77,12 @@ def collect(client: MlflowClient, experiments: list[str] | None,
         runs.check_searches(client, searches)
     results: dict[runs.Pair, PairResult] = {}
     trial_ids = set()
-    for run in runs.search(client, ids, "trial", searches):
+    for run in runs.search(client, ids, schema.TRIAL, searches):
         pair = runs.pair_of(run)
         results.setdefault(pair, PairResult(pair)).trials.append(run)
         trial_ids.add(run.info.run_id)
-    for run in runs.search(client, ids, "evaluation"):
-        if searches and run.data.tags.get("wsol.trial_run_id") not in trial_ids:
+    for run in runs.search(client, ids, schema.EVALUATION):
+        if searches and run.data.tags.get(schema.TRIAL_RUN_ID) not in trial_ids:
             continue
         if runs.pair_of(run) in results:
             results[runs.pair_of(run)].evaluations.append(run)
@@ -185,11 +185,11 @@ def plot_threshold_curves(client: MlflowClient, results: list[PairResult], out: 
         fig, ax = plt.subplots(figsize=(6, 4))
         for result in members:
             run_id = result.best.info.run_id
-            if "curves.json" not in {a.path for a in client.list_artifacts(run_id)}:
+            if schema.CURVES_JSON not in {a.path for a in client.list_artifacts(run_id)}:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                curves = json.loads(Path(client.download_artifacts(run_id, "curves.json", tmp))
-                                    .read_text())
+                curves = json.loads(Path(client.download_artifacts(run_id, schema.CURVES_JSON,
+                                                                   tmp)).read_text())
             if "box_accuracy" in curves:
                 ax.plot(curves["thresholds"], curves["box_accuracy"]["50"],
                         label=result.pair.method)
@@ -229,7 +229,7 @@ def study_of(result: PairResult) -> optuna.Study | None:
     study = optuna.create_study(direction="maximize", study_name=str(result.pair))
     for run in trials:
         params = {k: _parse(v) for k, v in run.data.params.items() if k in distributions}
-        score = run.data.metrics.get(runs.SCORE_METRIC)
+        score = run.data.metrics.get(schema.SCORE)
         done = run.info.status == "FINISHED" and score is not None
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={k: distributions[k] for k in params},
@@ -282,7 +282,7 @@ def robustness_sections(results: list[PairResult], out: Path) -> tuple[list[Sect
     scores: robustness.Scores = defaultdict(dict)
     for result in results:
         scores[(result.pair.dataset, result.pair.backbone)][result.pair.method] = [
-            r.data.metrics[runs.SCORE_METRIC] for r in result.finished]
+            r.data.metrics[schema.SCORE] for r in result.finished]
     plots = robustness.plot_score_distributions(scores, out)
     studies = [(str(r.pair), study) for r in results if (study := study_of(r)) is not None]
     header, rows = robustness.importance_table(studies)
@@ -342,7 +342,7 @@ def build_report(client: MlflowClient, out: Path, experiments: list[str] | None 
                          + (f" (searches {searches})" if searches else ""))
     if compare_id is None:
         compare_id = report_compare.latest_compare_of(
-            client, {t.data.tags.get(runs.PARENT_TAG, "") for r in results for t in r.trials})
+            client, {t.data.tags.get(schema.PARENT, "") for r in results for t in r.trials})
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table(results)
     sections = [] if compare_id is None else compare_sections(client, ids, compare_id, out)
@@ -355,10 +355,10 @@ def build_report(client: MlflowClient, out: Path, experiments: list[str] | None 
                                "pairs": [str(r.pair) for r in results], "report_run_id": None,
                                "compare_id": compare_id}
     if log:
-        experiment_id = ensure_experiment(client, REPORT_EXPERIMENT, client.tracking_uri)
-        tags = {runs.KIND_TAG: "report"}
+        experiment_id = ensure_experiment(client, schema.REPORT_EXPERIMENT, client.tracking_uri)
+        tags = {schema.KIND: schema.REPORT}
         if compare_id:
-            tags[report_compare.COMPARE_TAG] = compare_id
+            tags[schema.COMPARE_ID] = compare_id
         run = client.create_run(experiment_id, run_name="report", tags=tags)
         client.log_artifacts(run.info.run_id, str(out))
         client.set_terminated(run.info.run_id, "FINISHED")

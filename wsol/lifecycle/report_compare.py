@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from wsol.common import tracking_schema as schema
 from wsol.lifecycle import runs
 from wsol.lifecycle.intervals import Interval, difference, spread
 
-# As wsol.lifecycle.compare writes them (not imported: it pulls in Ray).
-COMPARE_TAG = "wsol.compare_id"
-SEED_TAG = "wsol.compare_seed"
 BASELINE = "cam"
 METHOD_ORDER = (BASELINE, "minmaxcam", "bgc", "weightmap")
 # Trial params that are the search's candidates for post-hoc choices, not hyperparameters.
@@ -37,17 +35,17 @@ class SeedModel:
     evaluation: Run
 
     def test(self, metric: str) -> float | None:
-        return self.evaluation.data.metrics.get(f"test/{metric}")
+        return self.evaluation.data.metrics.get(schema.test_metric(metric))
 
     def train_fullsup(self, metric: str) -> float | None:
-        return self.trial.data.metrics.get(f"selected/{metric}")
+        return self.trial.data.metrics.get(schema.selected_metric(metric))
 
 
 def compare_searches(client: MlflowClient, ids: list[str]) -> dict[str, list[Run]]:
     """compare id -> its search parent runs."""
     found: dict[str, list[Run]] = defaultdict(list)
-    for run in runs.search(client, ids, "search"):
-        compare = run.data.tags.get(COMPARE_TAG)
+    for run in runs.search(client, ids, schema.SEARCH):
+        compare = run.data.tags.get(schema.COMPARE_ID)
         if compare:
             found[compare].append(run)
     return found
@@ -68,20 +66,20 @@ def resolve_compare(client: MlflowClient, ids: list[str], wanted: str) -> tuple[
 def latest_compare_of(client: MlflowClient, parent_ids: set[str]) -> str | None:
     """The most recent compare among these searches, if any of them belongs to one."""
     parents = [client.get_run(p) for p in parent_ids if p]
-    tagged = [r for r in parents if r.data.tags.get(COMPARE_TAG)]
+    tagged = [r for r in parents if r.data.tags.get(schema.COMPARE_ID)]
     if not tagged:
         return None
-    return max(tagged, key=lambda r: r.info.start_time).data.tags[COMPARE_TAG]
+    return max(tagged, key=lambda r: r.info.start_time).data.tags[schema.COMPARE_ID]
 
 
 def seed_models(client: MlflowClient, ids: list[str], compare_id: str) -> list[SeedModel]:
     """Per pair and seed the compare's evaluation (the earliest, should there be more)."""
     first: dict[tuple[runs.Pair, int], Run] = {}
-    for run in runs.search(client, ids, "evaluation", compare_id=compare_id):
-        key = (runs.pair_of(run), int(run.data.tags[SEED_TAG]))
+    for run in runs.search(client, ids, schema.EVALUATION, tags={schema.COMPARE_ID: compare_id}):
+        key = (runs.pair_of(run), int(run.data.tags[schema.COMPARE_SEED]))
         if key not in first or run.info.start_time < first[key].info.start_time:
             first[key] = run
-    return [SeedModel(pair, seed, client.get_run(run.data.tags["wsol.trial_run_id"]), run)
+    return [SeedModel(pair, seed, client.get_run(run.data.tags[schema.TRIAL_RUN_ID]), run)
             for (pair, seed), run in sorted(first.items(), key=lambda item: _order(*item[0]))]
 
 
@@ -157,17 +155,17 @@ def selected_table(models: list[SeedModel]) -> tuple[list[str], list[list[str]]]
     rows = []
     for m in models:
         tags, values = m.trial.data.tags, _hyperparameters(m.trial)
-        epoch = tags.get("wsol.selected_epoch")
-        percentile = tags.get("wsol.selected_percentile", "")
+        epoch = tags.get(schema.SELECTED_EPOCH)
+        percentile = tags.get(schema.selected("percentile"), "")
         rows.append([m.pair.dataset, m.pair.method, m.pair.backbone, str(m.seed),
                      *(_short(values.get(k, "")) for k in names),
-                     tags.get("wsol.selected_normalisation", ""),
+                     tags.get(schema.selected("normalisation"), ""),
                      "" if percentile == "None" else percentile,
-                     _short(tags.get("wsol.selected_threshold", "")),
+                     _short(tags.get(schema.selected("threshold"), "")),
                      "" if epoch is None else str(int(epoch) + 1),
-                     _fmt(m.trial.data.metrics.get(runs.SCORE_METRIC)),
-                     f"{m.evaluation.data.tags.get('wsol.model_name', '')}/"
-                     f"{m.evaluation.data.tags.get('wsol.model_version', '')}"])
+                     _fmt(m.trial.data.metrics.get(schema.SCORE)),
+                     f"{m.evaluation.data.tags.get(schema.MODEL_NAME, '')}/"
+                     f"{m.evaluation.data.tags.get(schema.MODEL_VERSION, '')}"])
     return header, rows
 
 

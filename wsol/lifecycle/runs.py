@@ -1,21 +1,18 @@
 """Finding a search's runs in MLflow: trial runs by pair, evaluation runs by model.
 
-promote, evaluate and report all read what the search's tracking callback wrote; the tag
-names live here and in `wsol.search.tracking`, nowhere else.
+promote, evaluate, compare and report all read what the search's tracking callback wrote, by
+the names wsol.common.tracking_schema declares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from wsol.search.tracking import PARENT_TAG
-
-KIND_TAG = "wsol.kind"
-SCORE_METRIC = "selected/score"
+from wsol.common import tracking_schema as schema
 
 
 @dataclass(frozen=True)
@@ -30,8 +27,8 @@ class Pair:
 
 def pair_of(run: Run) -> Pair:
     tags = run.data.tags
-    return Pair(tags.get("wsol.dataset", "?"), tags.get("wsol.method", "?"),
-                tags.get("wsol.backbone", "?"))
+    return Pair(tags.get(schema.DATASET, "?"), tags.get(schema.METHOD, "?"),
+                tags.get(schema.BACKBONE, "?"))
 
 
 def experiment_ids(client: MlflowClient, names: Iterable[str] | None = None) -> list[str]:
@@ -56,19 +53,21 @@ def _quote(value: str) -> str:
 def check_searches(client: MlflowClient, searches: Collection[str]) -> None:
     """Each id must be a search's parent run (as `search.py` prints it)."""
     for run_id in searches:
-        kind = client.get_run(run_id).data.tags.get(KIND_TAG)
-        if kind != "search":
-            raise ValueError(f"run {run_id} is not a search's parent run ({KIND_TAG}={kind!r})")
+        kind = client.get_run(run_id).data.tags.get(schema.KIND)
+        if kind != schema.SEARCH:
+            raise ValueError(f"run {run_id} is not a search's parent run "
+                             f"({schema.KIND}={kind!r})")
 
 
 def search(client: MlflowClient, ids: list[str], kind: str,
-           searches: Collection[str] | None = None, **tags: str | None) -> list[Run]:
-    """Every run of a kind ('trial', 'search', 'evaluation') with the given tag values;
-    trial runs only from the given searches (parent run ids), if any."""
+           searches: Collection[str] | None = None,
+           tags: Mapping[str, str | None] | None = None) -> list[Run]:
+    """Every run of a kind (schema.KINDS) with the given tag values (None: any); trial runs
+    only from the given searches (parent run ids), if any."""
     if not ids:
         return []
-    clauses = [f"tags.`{KIND_TAG}` = {_quote(kind)}"]
-    clauses += [f"tags.`wsol.{k}` = {_quote(v)}" for k, v in tags.items() if v is not None]
+    clauses = [f"tags.`{schema.KIND}` = {_quote(kind)}"]
+    clauses += [f"tags.`{k}` = {_quote(v)}" for k, v in (tags or {}).items() if v is not None]
     runs: list[Run] = []
     token = None
     while True:
@@ -78,10 +77,10 @@ def search(client: MlflowClient, ids: list[str], kind: str,
         if not token:
             break
     if searches:
-        runs = [r for r in runs if r.data.tags.get(PARENT_TAG) in searches]
+        runs = [r for r in runs if r.data.tags.get(schema.PARENT) in searches]
     return runs
 
 
 def parent_of(client: MlflowClient, run: Run) -> Run | None:
-    parent_id = run.data.tags.get(PARENT_TAG)
+    parent_id = run.data.tags.get(schema.PARENT)
     return client.get_run(parent_id) if parent_id else None

@@ -20,6 +20,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from wsol.common import tracking_schema as schema
 from wsol.common.paths import expand, is_uri
 from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.methods.base import METHODS
@@ -29,8 +30,6 @@ from wsol.search.progress import SearchProgress, console_to_log, say, worker_out
 from wsol.search.space import SearchSpace, load_search_space
 from wsol.search.tracking import (
     DEFAULT_TRACKING_URI,
-    PARENT_TAG,
-    TRIAL_TAG,
     MLflowTrialCallback,
     dataset_fingerprint,
     end_search_run,
@@ -306,8 +305,8 @@ def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback, tracking_uri:
     """The best train-fullsup score per pair and how the trials ended: finished, stopped
     early (ASHA or the time budget), failed, or unfinished (an interrupted search: their runs
     stay RUNNING until --restore continues them)."""
-    children = {r.data.tags.get(TRIAL_TAG): r for r in callback.client.search_runs(
-        [callback.experiment_id], f"tags.`{PARENT_TAG}` = '{callback.parent_run_id}'",
+    children = {r.data.tags.get(schema.RAY_TRIAL_ID): r for r in callback.client.search_runs(
+        [callback.experiment_id], f"tags.`{schema.PARENT}` = '{callback.parent_run_id}'",
         max_results=10_000)}
     best: dict[str, dict[str, Any]] = {}
     pairs: dict[str, dict[str, int]] = {}

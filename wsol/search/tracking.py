@@ -28,21 +28,14 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from wsol.common import tracking_schema as schema
 from wsol.common.protocol import SELECTION_SPLIT
 from wsol.search.pairs import PAIR_KEY
-from wsol.search.trainable import REPORTED
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
-TRIAL_TAG = "wsol.ray_trial_id"
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_NUMBER_TAG = "wsol.trial_number"
-END_REASON_TAG = "wsol.end_reason"
-ARTIFACTS = ("best.pt", "metrics.json", "curves.json", "curves.png", "overlays.png")
-# The experiment kind MLflow 3's experiment-kind selector writes; "custom_model_development"
-# is its "Machine learning" kind (runs table, not the GenAI traces view).
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
+# A trial's files that its run keeps: the checkpoint under schema.CHECKPOINT_FOLDER.
+ARTIFACTS = ("best.pt", schema.METRICS_JSON, *schema.PICTURES)
 # MLflow 3.17's UI picks the view from one global GenAI / Model training switch (browser
 # storage, GenAI by default) rather than from the tag; this query opens the model view.
 UI_QUERY = "workflowType=machine_learning"
@@ -51,11 +44,6 @@ UI_QUERY = "workflowType=machine_learning"
 def tracking_uri(given: str | None = None) -> str:
     """The flag or config value, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
     return given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def mlflow_key(name: str) -> str:
-    """MLflow metric names allow no '@': BoxAccV2@50 is logged as BoxAccV2_IoU50."""
-    return name.replace("@", "_IoU")
 
 
 def code_version() -> str:
@@ -84,7 +72,7 @@ def ui_link(experiment_id: str, run_id: str | None = None) -> str:
     the table stops folding trials under their search's run), in the model-training view."""
     if run_id:
         return f"#/experiments/{experiment_id}/runs/{run_id}?{UI_QUERY}"
-    order = urllib.parse.quote("metrics.`selected/score`", safe=".")
+    order = urllib.parse.quote(f"metrics.`{schema.SCORE}`", safe=".")
     return f"#/experiments/{experiment_id}/runs?{UI_QUERY}&orderByKey={order}&orderByAsc=false"
 
 
@@ -108,14 +96,15 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     experiments made by older versions get the tag too."""
     found = client.get_experiment_by_name(name)
     if found is not None:
-        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if found.tags.get(schema.EXPERIMENT_KIND) != schema.MODEL_TRAINING:
+            client.set_experiment_tag(found.experiment_id, schema.EXPERIMENT_KIND,
+                                      schema.MODEL_TRAINING)
         return found.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:"):
         location = (Path(DEFAULT_ARTIFACT_ROOT).resolve()).as_uri()
     return client.create_experiment(name, artifact_location=location,
-                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                    tags={schema.EXPERIMENT_KIND: schema.MODEL_TRAINING})
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, str]:
@@ -135,18 +124,18 @@ def start_search_run(tracking_uri: str, experiment: dict[str, Any], spaces: dict
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, experiment["name"], tracking_uri)
     run = client.create_run(experiment_id, run_name=f"search {experiment['name']}", tags={
-        "wsol.kind": "search", "wsol.dataset": experiment["dataset"],
-        "wsol.code_version": code_version(), "wsol.dataset_fingerprint": fingerprint,
-        "wsol.selection_split": SELECTION_SPLIT,
+        schema.KIND: schema.SEARCH, schema.DATASET: experiment["dataset"],
+        schema.CODE_VERSION: code_version(), schema.DATASET_FINGERPRINT: fingerprint,
+        schema.SELECTION_SPLIT: SELECTION_SPLIT,
     })
     run_id = run.info.run_id
     for key, value in _flat("", experiment).items():
         client.log_param(run_id, key, value)
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "experiment.json").write_text(json.dumps(experiment, indent=2))
-        client.log_artifact(run_id, str(Path(tmp) / "experiment.json"))
+        (Path(tmp) / schema.EXPERIMENT_JSON).write_text(json.dumps(experiment, indent=2))
+        client.log_artifact(run_id, str(Path(tmp) / schema.EXPERIMENT_JSON))
         for path in spaces.values():
-            client.log_artifact(run_id, str(path), "search_spaces")
+            client.log_artifact(run_id, str(path), schema.SPACES_FOLDER)
     return experiment_id, run_id
 
 
@@ -154,8 +143,8 @@ def reopen_search_run(tracking_uri: str, run_id: str) -> None:
     """A restored search runs again: its parent run too, until it ends."""
     client = MlflowClient(tracking_uri)
     client.update_run(run_id, RunStatus.to_string(RunStatus.RUNNING))
-    if END_REASON_TAG in client.get_run(run_id).data.tags:
-        client.delete_tag(run_id, END_REASON_TAG)
+    if schema.END_REASON in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, schema.END_REASON)
 
 
 def end_search_run(tracking_uri: str, run_id: str, status: str,
@@ -165,19 +154,20 @@ def end_search_run(tracking_uri: str, run_id: str, status: str,
     (FINISHED, FAILED or KILLED) and, if it did not finish, why."""
     client = MlflowClient(tracking_uri)
     if reason:
-        client.set_tag(run_id, END_REASON_TAG, _reason(reason))
+        client.set_tag(run_id, schema.END_REASON, _reason(reason))
     if summary is not None:
-        metrics = [mlflow.entities.Metric(f"best/{pair}", float(best["score"]),
+        metrics = [mlflow.entities.Metric(schema.best_metric(pair), float(best["score"]),
                                           _now_ms(), 0)
                    for pair, best in sorted(summary["best"].items())]
         metrics += [mlflow.entities.Metric(name, float(summary[key]), _now_ms(), 0)
-                    for name, key in (("trials", "trials"), ("trials_failed", "failed"))]
+                    for name, key in ((schema.TRIALS, "trials"), (schema.TRIALS_FAILED, "failed"))]
         client.log_batch(run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-            (Path(tmp) / "summary.md").write_text(summary_markdown(summary, status))
-            client.log_artifact(run_id, str(Path(tmp) / "summary.json"))
-            client.log_artifact(run_id, str(Path(tmp) / "summary.md"))
+            (Path(tmp) / schema.SUMMARY_JSON).write_text(json.dumps(summary, indent=2,
+                                                                    default=str))
+            (Path(tmp) / schema.SUMMARY_MD).write_text(summary_markdown(summary, status))
+            client.log_artifact(run_id, str(Path(tmp) / schema.SUMMARY_JSON))
+            client.log_artifact(run_id, str(Path(tmp) / schema.SUMMARY_MD))
     client.set_terminated(run_id, status)
 
 
@@ -228,7 +218,8 @@ class MLflowTrialCallback(Callback):
     def run_of(self, trial_id: str) -> Run | None:
         existing = self.client.search_runs(
             [self.experiment_id],
-            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+            f"tags.`{schema.PARENT}` = '{self.parent_run_id}' "
+            f"and tags.`{schema.RAY_TRIAL_ID}` = '{trial_id}'",
         )
         return existing[0] if existing else None
 
@@ -245,10 +236,11 @@ class MLflowTrialCallback(Callback):
         a killed driver (also deleted ones) keep their numbers."""
         runs = client.search_runs(
             [self.experiment_id],
-            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`wsol.method` = '{method}' "
-            f"and tags.`wsol.backbone` = '{backbone}'", run_view_type=ViewType.ALL,
+            f"tags.`{schema.PARENT}` = '{self.parent_run_id}' "
+            f"and tags.`{schema.METHOD}` = '{method}' and tags.`{schema.BACKBONE}` = '{backbone}'",
+            run_view_type=ViewType.ALL,
             max_results=10_000)
-        numbers = [int(r.data.tags.get(TRIAL_NUMBER_TAG, 0)) for r in runs]
+        numbers = [int(r.data.tags.get(schema.TRIAL_NUMBER, 0)) for r in runs]
         return max(numbers, default=0) + 1
 
     def _run_for(self, trial: Trial) -> str:
@@ -266,10 +258,10 @@ class MLflowTrialCallback(Callback):
             number = self._next_number(client, method, backbone)
             name = trial_run_name(pair, number)
             run_id = client.create_run(self.experiment_id, run_name=name, tags={
-                PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
-                TRIAL_NUMBER_TAG: str(number), "wsol.ray_trial_name": str(trial),
-                "wsol.kind": "trial", "wsol.method": method, "wsol.backbone": backbone,
-                "wsol.dataset": self.dataset, "wsol.selection_split": SELECTION_SPLIT,
+                schema.PARENT: self.parent_run_id, schema.RAY_TRIAL_ID: trial.trial_id,
+                schema.TRIAL_NUMBER: str(number), schema.RAY_TRIAL_NAME: str(trial),
+                schema.KIND: schema.TRIAL, schema.METHOD: method, schema.BACKBONE: backbone,
+                schema.DATASET: self.dataset, schema.SELECTION_SPLIT: SELECTION_SPLIT,
             }).info.run_id
             self.names[trial.trial_id] = name
             for key, value in _flat("", trial.config).items():
@@ -285,10 +277,10 @@ class MLflowTrialCallback(Callback):
                         result: dict, **info: Any) -> None:
         run_id = self._run_for(trial)
         if result.get("node_id") and trial.trial_id not in self.placed:
-            self.client.set_tag(run_id, "wsol.ray_node_id", result["node_id"])
+            self.client.set_tag(run_id, schema.RAY_NODE_ID, result["node_id"])
             self.placed.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        metrics = {f"train_fullsup/{mlflow_key(k)}": float(v) for k, v in result.items()
+        metrics = {schema.per_epoch(k): float(v) for k, v in result.items()
                    if k in _METRICS and v is not None}
         self.client.log_batch(run_id, metrics=[
             mlflow.entities.Metric(k, v, int(result.get("timestamp", 0)) * 1000, step)
@@ -308,7 +300,7 @@ class MLflowTrialCallback(Callback):
         for trial in trials:
             error = trial.get_error() if trial.status == Trial.ERROR else None
             if error:
-                self.client.set_tag(self._run_for(trial), "wsol.failure_reason",
+                self.client.set_tag(self._run_for(trial), schema.FAILURE_REASON,
                                     _reason(str(error)))
         self._retire_orphans({trial.trial_id for trial in trials})
 
@@ -318,12 +310,12 @@ class MLflowTrialCallback(Callback):
         them restorable) and finished ones, real results, are only tagged."""
         client = self.client
         children = client.search_runs([self.experiment_id],
-                                      f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+                                      f"tags.`{schema.PARENT}` = '{self.parent_run_id}'")
         for run in children:
-            trial_id = run.data.tags.get(TRIAL_TAG)
+            trial_id = run.data.tags.get(schema.RAY_TRIAL_ID)
             if trial_id is None or trial_id in known:
                 continue
-            client.set_tag(run.info.run_id, "wsol.orphaned",
+            client.set_tag(run.info.run_id, schema.ORPHANED,
                            "the driver died before Ray saved this trial")
             if run.info.status != "FINISHED":
                 client.set_terminated(run.info.run_id, "KILLED")
@@ -333,7 +325,7 @@ class MLflowTrialCallback(Callback):
         run_id = self._run_for(trial)
         client = self.client
         if error is not None:
-            client.set_tag(run_id, "wsol.failure_reason", _reason(error))
+            client.set_tag(run_id, schema.FAILURE_REASON, _reason(error))
         checkpoint = trial.checkpoint
         if checkpoint is not None:
             with checkpoint.as_directory() as saved:
@@ -342,23 +334,23 @@ class MLflowTrialCallback(Callback):
         client.set_terminated(run_id, status)
 
     def _log_selection(self, client: MlflowClient, run_id: str, saved: Path) -> None:
-        summary_path = saved / "metrics.json"
+        summary_path = saved / schema.METRICS_JSON
         if not summary_path.exists():
             return
         summary = json.loads(summary_path.read_text())
         selected = summary.get("metrics") or {}
-        client.set_tag(run_id, "wsol.selected_on", summary["selected_on"])
+        client.set_tag(run_id, schema.SELECTED_ON, summary["selected_on"])
         if summary.get("selected_epoch") is not None:
-            client.set_tag(run_id, "wsol.selected_epoch", str(summary["selected_epoch"]))
-        for key in ("normalisation", "percentile", "threshold", "selection_metric"):
-            client.set_tag(run_id, f"wsol.selected_{key}", str(selected.get(key)))
+            client.set_tag(run_id, schema.SELECTED_EPOCH, str(summary["selected_epoch"]))
+        for key in schema.CHOICES:
+            client.set_tag(run_id, schema.selected(key), str(selected.get(key)))
         for key, value in selected.items():
             if key in _METRICS and value is not None:
-                client.log_metric(run_id, f"selected/{mlflow_key(key)}", float(value))
+                client.log_metric(run_id, schema.selected_metric(key), float(value))
         for name in ARTIFACTS:
             if (saved / name).exists():
                 client.log_artifact(run_id, str(saved / name),
-                                    "checkpoint" if name.endswith(".pt") else None)
+                                    schema.CHECKPOINT_FOLDER if name.endswith(".pt") else None)
 
 
 def _reason(error: str) -> str:
@@ -367,4 +359,4 @@ def _reason(error: str) -> str:
     return (lines[-1] if lines else "trial failed")[:4000]
 
 
-_METRICS = set(REPORTED)
+_METRICS = set(schema.TRIAL_METRICS)

@@ -15,7 +15,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from wsol.common import protocol
+from wsol.common.tracking_schema import TRIAL_METRICS
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.space import TRIAL_FIELDS
@@ -24,10 +24,6 @@ from wsol.trial.runner import Evaluation, run_trial
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json", "curves.json", "curves.png",
                     "overlays.png")
-# The protocol's metrics on train-fullsup and the trial's bookkeeping: what Tune sees (and the
-# MLflow callback logs) after each evaluation.
-REPORTED = ("epoch", "score", "best_score", *protocol.METRICS, "threshold", "percentile",
-            "label_free_score", "epoch_seconds")
 
 
 def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
@@ -52,7 +48,9 @@ def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
 
 
 def _report(evaluation: Evaluation) -> None:
-    metrics = {k: evaluation.metrics[k] for k in REPORTED if evaluation.metrics.get(k) is not None}
+    # What the MLflow callback logs (and Tune's scheduler and searchers see).
+    metrics = {k: evaluation.metrics[k] for k in TRIAL_METRICS
+               if evaluation.metrics.get(k) is not None}
     metrics["normalisation"] = evaluation.metrics["normalisation"]
     metrics["is_best"] = evaluation.is_best
     metrics["node_id"] = ray.get_runtime_context().get_node_id()
