@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
+from wsol.common import protocol
 from wsol.lifecycle.final_evaluation import evaluate_checkpoint
 from wsol.trial.config import load_config
 from wsol.trial.runner import run_trial
@@ -32,7 +33,7 @@ SCHEDULE = {
     "weightmap": ({"generator_encoder": "tiny", "classifier_epochs": 8, "generator_lr": 1e-2},
                   16),
 }
-KEYS = ("MaxBoxAcc", "MaxBoxAccV2", "PxAP", "top1_loc", "gt_known_loc")
+KEYS = (protocol.MAX_BOX_ACC, *protocol.SELECTION_METRICS, "top1_loc", "gt_known_loc")
 
 
 def main() -> None:

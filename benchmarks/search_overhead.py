@@ -24,6 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
+from wsol.common import protocol
 from wsol.data.synthetic import PRESETS, generate
 from wsol.search.experiment import load_experiment
 from wsol.search.runner import run_search
@@ -49,8 +50,8 @@ def main() -> None:
         spaces = work / "spaces"
         spaces.mkdir()
         (spaces / "cam.yaml").write_text(yaml.safe_dump({
-            "method": "cam", "fixed": {**FIXED, "normalisations": ["minmax", "max", "pas", "ivr"],
-                                       "pas_percentile": 90.0}}))
+            "method": "cam", "fixed": {**FIXED, "normalisations": list(protocol.NORMALISATIONS),
+                                       "pas_percentile": protocol.DEFAULT_PAS_PERCENTILE}}))
         base = {**demo.trial, "data_root": str(Path(args.data_root).resolve()), "seed": 0,
                 "method": "cam", "backbone": "tiny", **FIXED}
         torch.set_num_threads(threads)
