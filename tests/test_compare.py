@@ -154,7 +154,7 @@ def test_compare_searches_promotes_evaluates_once_and_reports(
 
 
 def test_intervals_paired_welch_and_without_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wsol import intervals
+    from wsol.lifecycle import intervals
 
     paired = intervals.difference({0: 40.0, 1: 42.0, 2: 45.0}, {0: 35.0, 1: 36.0, 2: 41.0})
     diffs = [5.0, 6.0, 4.0]
