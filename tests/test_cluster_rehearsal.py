@@ -93,8 +93,12 @@ def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "8 trials, 0 failed" in done.stdout
     check_search(cluster)
-    # No data, store or search state beside the script (tool caches in dot folders aside).
-    assert [p.name for p in home.iterdir() if not p.name.startswith(".")] == ["search.py"]
+    # No data, store or search state beside the script: only the search's log, which goes
+    # under mlruns/logs/ when its storage is S3 (tool caches in dot folders aside).
+    assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".")) == \
+        ["mlruns", "search.py"]
+    assert [p.name for p in (home / "mlruns").iterdir()] == ["logs"]
+    assert (home / "mlruns" / "logs" / "wsol-synthetic-smoke" / "search.log").is_file()
 
 
 def test_ray_job_submit_with_the_project_as_working_dir(cluster) -> None:
