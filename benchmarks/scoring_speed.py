@@ -1,14 +1,39 @@
-"""MaxBoxAccV2 and PxAP: this project's evaluator against the straightforward one.
+"""The evaluator against the straightforward (reference) one: whole `wsol score`, each box
+metric, PxAP, and the train-fullsup evaluation of one epoch.
 
-Same maps, same boxes, results checked equal; prints and writes machine-readable JSON.
+- `wsol score` end to end (every metric it prints: MaxBoxAcc, MaxBoxAccV2, BoxAccV2@30/50/70)
+  on a box split of 224 x 224 CAM-like maps saved as .npy: the command runs as a process on
+  two split sizes, and the difference of the times over the difference of the sizes is the
+  marginal cost per map (process start, imports and JIT-cache loading cancel out). The
+  reference computes the same numbers in process (a loop over maps with no start-up cost):
+  np.load, then one OpenCV pass per threshold for the largest contour (MaxBoxAcc) and one for
+  all contours (MaxBoxAccV2). The command's JSON is checked equal to the reference's numbers
+  on the reference's maps.
+- MaxBoxAcc and MaxBoxAccV2 separately, in process, ours on one thread and on two.
+- PxAP.
+- NormalisationSearch (`wsol.trial.evaluation.select_normalisation`) and the scoring of the chosen
+  normalisation (`score_split`, with the Loc pass) on a CUB-sized train-fullsup split:
+  1,000 raw 28 x 28 maps resized to 224 x 224, the default 14 candidates. Seconds on this
+  CPU, to set against a training epoch's time.
+
+Reference and ours alternate within each repetition and the best of the repetitions is kept
+(the machine is shared: other load only ever adds time); the load average is recorded. Every
+time is given as wall-clock and as CPU time (`cpu_` keys: user + system of all threads, so
+two threads cost the sum of both); on a busy machine CPU time compares the work done.
 Run: .venv/bin/python benchmarks/scoring_speed.py --json benchmarks/results/scoring_speed.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,61 +42,239 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cam_like_maps, write_result
+from wsol.data.metadata import load_split
 from wsol.scoring import reference
-from wsol.scoring.boxes import BoxAccumulator
+from wsol.scoring.boxes import BoxAccumulator, BoxMetricsAccumulator
+from wsol.scoring.grid import IOU_THRESHOLDS
 from wsol.scoring.pxap import PxAPAccumulator
+from wsol.scoring.saved_maps import score_saved_maps
+
+SIZE = 224
 
 
-def best_time(run, repeats: int = 3) -> float:
-    """Shortest of a few runs: the machine's other load only ever adds time."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (this process, all its threads) of one run."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def box_speed(maps: np.ndarray, boxes: list[np.ndarray], interval: float, ref_maps: int) -> dict:
+def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Shortest wall-clock and shortest CPU time of the repetitions."""
+    return min(r[0] for r in runs), min(r[1] for r in runs)
+
+
+def load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def random_boxes(count: int, seed: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for _ in range(count):
+        x0, y0 = rng.integers(0, 150, 2)
+        boxes.append(np.array([[x0, y0, x0 + rng.integers(20, 74), y0 + rng.integers(20, 74)]]))
+    return boxes
+
+
+# --- wsol score, end to end ------------------------------------------------------------
+
+
+def write_split(root: Path, count: int, boxes: list[np.ndarray]) -> Path:
+    """A box split `val` of `count` 224 x 224 images (ids img/00000.png ...), metadata only."""
+    boxes = boxes[:count]
+    folder = root / f"meta{count}" / "val"
+    folder.mkdir(parents=True)
+    ids = [f"img/{i:05d}.png" for i in range(count)]
+    (folder / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (folder / "class_labels.txt").write_text("".join(f"{i},0\n" for i in ids))
+    (folder / "image_sizes.txt").write_text("".join(f"{i},{SIZE},{SIZE}\n" for i in ids))
+    lines = [f"{i},{','.join(str(v) for v in b[0])}\n" for i, b in zip(ids, boxes, strict=True)]
+    (folder / "localization.txt").write_text("".join(lines))
+    return folder.parent
+
+
+def wsol_score(maps: Path, metadata: Path, interval: float, out: Path) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system, all threads) of one `wsol score` process."""
+    command = [
+        str(Path(sys.executable).with_name("wsol")), "score", "--scoremaps", str(maps),
+        "--metadata-root", str(metadata), "--split", "val", "--curve-interval", str(interval),
+        "--json", str(out),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def reference_score(paths: list[Path], boxes: list[np.ndarray], interval: float) -> dict:
+    """The reference computing what `wsol score` prints: per map, load it, then MaxBoxAcc's
+    and MaxBoxAccV2's curves by one OpenCV call per threshold each."""
+    count = len(paths)
+    v1 = {d: 0 for d in IOU_THRESHOLDS}
+    v2 = {d: 0 for d in IOU_THRESHOLDS}
+    for path, gt in zip(paths, boxes, strict=True):
+        scoremap = np.load(path)
+        c1 = reference.best_iou_curve(scoremap, gt, interval, False)
+        c2 = reference.best_iou_curve(scoremap, gt, interval, True)
+        for d in IOU_THRESHOLDS:
+            v1[d] = v1[d] + (c1 >= d / 100)
+            v2[d] = v2[d] + (c2 >= d / 100)
+    acc1 = {d: float((v1[d] * 100.0 / count).max()) for d in IOU_THRESHOLDS}
+    acc2 = {d: float((v2[d] * 100.0 / count).max()) for d in IOU_THRESHOLDS}
+    return {"MaxBoxAcc": acc1[50], "MaxBoxAccV2": float(np.mean(list(acc2.values()))),
+            **{f"BoxAccV2@{d}": acc2[d] for d in IOU_THRESHOLDS}}
+
+
+def command_speed(interval: float, sizes: tuple[int, int], ref_maps: int, repeats: int) -> dict:
+    small, large = sizes
+    boxes = random_boxes(large)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        maps = cam_like_maps(large)
+        paths = []
+        for i, scoremap in enumerate(maps):
+            path = root / "maps" / "img" / f"{i:05d}.png.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, scoremap)
+            paths.append(path)
+        meta = {n: write_split(root, n, boxes) for n in (small, large, ref_maps)}
+        out = root / "out.json"
+        wsol_score(root / "maps", meta[ref_maps], interval, out)  # JIT caches, disk cache
+        ours = json.loads(out.read_text())
+        split = load_split(meta[small], "val")
+        score_saved_maps(root / "maps", split, interval=interval)  # this process's JIT
+        times: dict[str, list[tuple[float, float]]] = {
+            "small": [], "large": [], "reference": [], "one_worker": [], "two_workers": []}
+        expected: dict = {}
+        for _ in range(repeats):
+            times["small"].append(wsol_score(root / "maps", meta[small], interval, out))
+            times["reference"].append(timed(lambda: expected.update(
+                reference_score(paths[:ref_maps], boxes[:ref_maps], interval))))
+            times["large"].append(wsol_score(root / "maps", meta[large], interval, out))
+            for workers, key in ((1, "one_worker"), (2, "two_workers")):
+                times[key].append(timed(lambda w=workers: score_saved_maps(
+                    root / "maps", split, interval=interval, workers=w)))
+    result: dict = {"interval": interval, "sizes": list(sizes), "reference_maps": ref_maps}
+    keys = ("MaxBoxAcc", "MaxBoxAccV2", *(f"BoxAccV2@{d}" for d in IOU_THRESHOLDS))
+    for i, clock in enumerate(("", "cpu_")):
+        small_s, large_s = best(times["small"])[i], best(times["large"])[i]
+        # the start-up's wall time varies by more than the maps cost on a busy machine: the
+        # median of each repetition's difference; CPU time is steady, the best of each size
+        differences = [b[i] - a[i] for a, b in zip(times["small"], times["large"], strict=True)]
+        marginal = float(np.median(differences)) if clock == "" else large_s - small_s
+        ours_ms = marginal / (large - small) * 1e3
+        ref_ms = best(times["reference"])[i] / ref_maps * 1e3
+        one_ms = best(times["one_worker"])[i] / small * 1e3
+        two_ms = best(times["two_workers"])[i] / small * 1e3
+        result.update({
+            f"{clock}seconds_small": small_s, f"{clock}seconds_large": large_s,
+            f"{clock}ms_per_map": ours_ms, f"{clock}ms_per_map_reference": ref_ms,
+            f"{clock}speedup": ref_ms / ours_ms,
+            # the command's work in this process (score_saved_maps on the small split): no
+            # start-up to subtract, and the worker count chosen
+            f"{clock}ms_per_map_in_process_one_worker": one_ms,
+            f"{clock}ms_per_map_in_process_two_workers": two_ms,
+            f"{clock}speedup_in_process_one_worker": ref_ms / one_ms,
+            f"{clock}speedup_in_process_two_workers": ref_ms / two_ms,
+        })
+    result["same_result"] = all(ours[k] == expected[k] for k in keys)
+    result["load_average"] = load()
+    return result
+
+
+# --- each box metric, in process -------------------------------------------------------
+
+
+def metric_speed(maps: np.ndarray, boxes: list[np.ndarray], interval: float, ref_maps: int,
+                 repeats: int) -> dict:
     pairs = list(zip(maps, boxes, strict=True))
-    BoxAccumulator(interval).add_many(pairs[:2])  # compile once, outside the timing
-    fast = best_time(lambda: BoxAccumulator(interval, workers=2).add_many(pairs)) / len(maps)
-    one_thread = best_time(lambda: BoxAccumulator(interval, workers=1).add_many(pairs))
-    one_thread /= len(maps)
-    slow = best_time(
-        lambda: reference.max_box_acc(maps[:ref_maps], boxes[:ref_maps], interval, True)
-    ) / ref_maps
-    expected = reference.max_box_acc(maps[:ref_maps], boxes[:ref_maps], interval, True)
-    check = BoxAccumulator(interval)
-    check.add_many(pairs[:ref_maps])
-    same = {d: check.result().max_accuracy(d) for d in (30, 50, 70)} == expected
-    return {"interval": interval, "maps": len(maps), "reference_maps": ref_maps,
-            "ms_per_map_fast": fast * 1e3, "ms_per_map_fast_one_thread": one_thread * 1e3,
-            "ms_per_map_reference": slow * 1e3, "speedup": slow / fast,
-            "speedup_one_thread": slow / one_thread, "same_result": same}
+    ref_pairs = pairs[:ref_maps]
+    BoxMetricsAccumulator(interval).add_many(pairs[:2])  # compile once, outside the timing
+    runs: dict[str, tuple[Callable[[], object], int]] = {
+        "maxboxacc_one_thread": (
+            lambda: BoxAccumulator(interval, False, workers=1).add_many(pairs), len(pairs)),
+        "maxboxacc_two_threads": (
+            lambda: BoxAccumulator(interval, False, workers=2).add_many(pairs), len(pairs)),
+        "maxboxacc_reference": (
+            lambda: [reference.best_iou_curve(m, b, interval, False) for m, b in ref_pairs],
+            ref_maps),
+        "maxboxaccv2_one_thread": (
+            lambda: BoxAccumulator(interval, True, workers=1).add_many(pairs), len(pairs)),
+        "maxboxaccv2_two_threads": (
+            lambda: BoxAccumulator(interval, True, workers=2).add_many(pairs), len(pairs)),
+        "maxboxaccv2_reference": (
+            lambda: [reference.best_iou_curve(m, b, interval, True) for m, b in ref_pairs],
+            ref_maps),
+        "both_one_thread": (
+            lambda: BoxMetricsAccumulator(interval, workers=1).add_many(pairs), len(pairs)),
+        "both_two_threads": (
+            lambda: BoxMetricsAccumulator(interval, workers=2).add_many(pairs), len(pairs)),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (run, _count) in runs.items():
+            times[name].append(timed(run))
+    result: dict = {"interval": interval, "maps": len(pairs), "reference_maps": ref_maps}
+    for i, clock in enumerate(("", "cpu_")):
+        per_map = {name: best(times[name])[i] / count for name, (_, count) in runs.items()}
+        result.update({f"{clock}ms_per_map_{name}": v * 1e3 for name, v in per_map.items()})
+        for metric in ("maxboxacc", "maxboxaccv2"):
+            for threads in ("one_thread", "two_threads"):
+                result[f"{clock}speedup_{metric}_{threads}"] = (
+                    per_map[f"{metric}_reference"] / per_map[f"{metric}_{threads}"])
+        for threads in ("one_thread", "two_threads"):
+            reference_both = per_map["maxboxacc_reference"] + per_map["maxboxaccv2_reference"]
+            result[f"{clock}speedup_both_{threads}"] = (
+                reference_both / per_map[f"both_{threads}"])
+    both = BoxMetricsAccumulator(interval)
+    both.add_many(ref_pairs)
+    for metric, curves in zip(("maxboxacc", "maxboxaccv2"), both.result(), strict=True):
+        expected = reference.max_box_acc(
+            maps[:ref_maps], boxes[:ref_maps], interval, metric == "maxboxaccv2")
+        check = BoxAccumulator(interval, metric == "maxboxaccv2")
+        check.add_many(ref_pairs)
+        result[f"same_result_{metric}"] = (
+            {d: check.result().max_accuracy(d) for d in IOU_THRESHOLDS} == expected
+            == {d: curves.max_accuracy(d) for d in IOU_THRESHOLDS})
+    result["load_average"] = load()
+    return result
 
 
-def pxap_speed(count: int, interval: float) -> dict:
+# --- PxAP ------------------------------------------------------------------------------
+
+
+def pxap_speed(count: int, interval: float, repeats: int = 3) -> dict:
     maps = cam_like_maps(count, seed=1)
     rng = np.random.default_rng(2)
     gt = (maps > 0.5).astype(np.uint8)
     gt[rng.random(gt.shape) < 0.05] = 255
     warm = PxAPAccumulator(interval)
     warm.add(maps[:2], gt[:2])
-    acc = PxAPAccumulator(interval)
-    start = time.perf_counter()
-    for i in range(0, count, 500):
-        acc.add(maps[i:i + 500], gt[i:i + 500])
-    fast = time.perf_counter() - start
     ref_count = min(count, 500)
-    start = time.perf_counter()
-    expected = reference.pxap(list(maps[:ref_count]), list(gt[:ref_count]), interval)
-    slow = (time.perf_counter() - start) * count / ref_count
+    accumulators: list[PxAPAccumulator] = []
+    expected: list[float] = []
+
+    def fast_run() -> None:
+        accumulators.append(PxAPAccumulator(interval))
+        for i in range(0, count, 500):
+            accumulators[-1].add(maps[i:i + 500], gt[i:i + 500])
+
+    fast_times, slow_times = [], []
+    for _ in range(repeats):
+        fast_times.append(timed(fast_run))
+        slow_times.append(timed(lambda: expected.append(
+            reference.pxap(list(maps[:ref_count]), list(gt[:ref_count]), interval))))
+    fast = best(fast_times)[0]
+    slow = best(slow_times)[0] * count / ref_count
     check = PxAPAccumulator(interval)
     check.add(maps[:ref_count], gt[:ref_count])
+    acc = accumulators[-1]
     result = {"interval": interval, "maps": count, "seconds_fast": fast,
               "seconds_reference_extrapolated": slow, "speedup": slow / fast,
-              "same_result": check.result().pxap == expected}
+              "same_result": check.result().pxap == expected[-1], "load_average": load()}
     if torch.cuda.is_available():
         device_maps = torch.from_numpy(maps).cuda()
         device_gt = torch.from_numpy(gt).cuda()
@@ -85,21 +288,116 @@ def pxap_speed(count: int, interval: float) -> dict:
     return result
 
 
+# --- train-fullsup evaluation of one epoch ---------------------------------------------
+
+
+class _BoxTargets:
+    """What `select_normalisation` and `score_split` read of `wsol.evaluation.Targets`."""
+
+    has_boxes, has_masks = True, False
+
+    def __init__(self, boxes: list[np.ndarray]):
+        self.size = (SIZE, SIZE)
+        self._boxes = boxes
+
+    def boxes(self, index: int) -> np.ndarray:
+        return self._boxes[index]
+
+
+def train_fullsup_epoch(count: int, raw_size: int, batch: int, repeats: int) -> dict:
+    """`select_normalisation` (NormalisationSearch: every candidate's MaxBoxAccV2) and
+    `score_split` of the chosen normalisation (MaxBoxAcc, MaxBoxAccV2, Loc with the selected
+    threshold), as a trial runs them on train-fullsup after each epoch, on CUB's size."""
+    from wsol.trial.config import TrialConfig
+    from wsol.trial.evaluation import RawBatch, candidates, score_split, select_normalisation
+
+    config = TrialConfig()
+    rng = np.random.default_rng(5)
+    # raw CAM-like maps at feature-map resolution, not normalised (a sum of activations)
+    coarse = torch.from_numpy(rng.random((count, 1, 7, 7)).astype(np.float32))
+    raw = torch.nn.functional.interpolate(coarse, size=(raw_size, raw_size), mode="bicubic")
+    raw = (raw[:, 0] * 40.0 - 10.0).contiguous()
+    logits = torch.from_numpy(rng.normal(size=(count, 200)).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 200, count))
+    batches = [
+        RawBatch(raw[i:i + batch], logits[i:i + batch], labels[i:i + batch],
+                 torch.arange(i, min(i + batch, count)))
+        for i in range(0, count, batch)
+    ]
+    targets = _BoxTargets(random_boxes(count, seed=6))
+    select_normalisation(batches[:1], targets, "MaxBoxAccV2", config)  # warm up
+    chosen = []
+    search = best([timed(lambda: chosen.append(
+        select_normalisation(batches, targets, "MaxBoxAccV2", config)[0]))
+        for _ in range(repeats)])
+    scoring = best([timed(lambda: score_split(batches, targets, chosen[-1],  # type: ignore[arg-type]
+                                              config.curve_interval))
+                    for _ in range(repeats)])
+    # where the search's time goes: NormalisationSearch.add's two steps, timed apart on a
+    # quarter of the maps (each candidate's resize + normalisation, then its MaxBoxAccV2)
+    part = batches[: max(1, len(batches) // 4)]
+    accumulators = {c: BoxAccumulator(config.curve_interval) for c in candidates(config)}
+    split_times = {"normalise": [0.0, 0.0], "boxes": [0.0, 0.0]}
+    for b in part:
+        truth = [targets.boxes(i) for i in b.indices.tolist()]
+        for candidate, accumulator in accumulators.items():
+            clocks = [(time.perf_counter(), time.process_time())]
+            maps = candidate.apply(b.maps, targets.size).cpu().numpy()
+            clocks.append((time.perf_counter(), time.process_time()))
+            accumulator.add_many(zip(maps, truth, strict=True))
+            clocks.append((time.perf_counter(), time.process_time()))
+            for step, key in enumerate(("normalise", "boxes")):
+                for clock in (0, 1):
+                    split_times[key][clock] += clocks[step + 1][clock] - clocks[step][clock]
+    part_maps = sum(len(b.indices) for b in part)
+    total = sum(split_times[k][1] for k in split_times)
+    return {
+        "maps": count, "map_size": SIZE, "raw_map_size": raw_size, "batch_size": batch,
+        "candidates": [c.label for c in candidates(config)],
+        "curve_interval": config.curve_interval,
+        "seconds_normalisation_search": search[0],
+        "cpu_seconds_normalisation_search": search[1],
+        "seconds_score_chosen": scoring[0],
+        "cpu_seconds_score_chosen": scoring[1],
+        "seconds_total": search[0] + scoring[0],
+        "cpu_seconds_total": search[1] + scoring[1],
+        "search_split_maps": part_maps,
+        "search_split_cpu_seconds": {k: v[1] for k, v in split_times.items()},
+        "search_split_share": {k: v[1] / total for k, v in split_times.items()},
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load(),
+        "note": "seconds per epoch of train-fullsup evaluation on this CPU (inference "
+                "excluded): the normalisation search, then the chosen normalisation's "
+                "MaxBoxAcc, MaxBoxAccV2 and Loc; compare with a training epoch's time",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--maps", type=int, default=200)
+    parser.add_argument("--maps", type=int, default=200, help="maps for the per-metric runs")
+    parser.add_argument("--sizes", type=int, nargs=2, default=(200, 1000),
+                        help="split sizes of the two `wsol score` runs")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pxap-maps", type=int, default=5000)
+    parser.add_argument("--fullsup-maps", type=int, default=1000)
     parser.add_argument("--json")
     args = parser.parse_args()
     maps = cam_like_maps(args.maps)
-    rng = np.random.default_rng(3)
-    boxes = []
-    for _ in range(args.maps):
-        x0, y0 = rng.integers(0, 150, 2)
-        boxes.append(np.array([[x0, y0, x0 + rng.integers(20, 74), y0 + rng.integers(20, 74)]]))
+    boxes = random_boxes(args.maps)
+    sizes = tuple(args.sizes)
     write_result(args.json, "scoring_speed", {
-        "maxboxaccv2": [box_speed(maps, boxes, 0.01, 40), box_speed(maps, boxes, 0.001, 8)],
-        "pxap": [pxap_speed(args.pxap_maps, 0.01), pxap_speed(args.pxap_maps, 0.001)],
+        "load_average_start": load(),
+        "wsol_score": [
+            command_speed(0.01, sizes, 40, args.repeats),  # type: ignore[arg-type]
+            command_speed(0.001, sizes, 8, args.repeats),  # type: ignore[arg-type]
+        ],
+        "box_metrics": [
+            metric_speed(maps, boxes, 0.01, 40, args.repeats),
+            metric_speed(maps, boxes, 0.001, 8, args.repeats),
+        ],
+        "pxap": [pxap_speed(args.pxap_maps, 0.01, args.repeats),
+                 pxap_speed(args.pxap_maps, 0.001, args.repeats)],
+        "train_fullsup_evaluation": train_fullsup_epoch(args.fullsup_maps, 28, 64, 1),
     })
 
 

@@ -178,9 +178,10 @@ def test_the_autoscaler_launches_gpu_nodes_for_trials_and_removes_them(
         launched = dict(watch.seen)
         print(f"worker nodes launched: {launched}; at most {watch.peak} at once")
         # The head has no CPU and no GPU: every trial needed a node the autoscaler launched,
-        # of one of gpu.yaml's worker types, never more at once than trials ran at once.
+        # of one of gpu.yaml's worker types. Nodes scale with concurrent trials, not with the
+        # trial count; one extra may overlap while an idle node awaits its timeout.
         assert launched and set(launched.values()) <= set(worker_types(config))
-        assert 1 <= watch.peak <= values["max_concurrent"] < trials
+        assert 1 <= watch.peak <= values["max_concurrent"] + 1 <= trials
         runs = trial_runs(uri, values["name"])
         assert len(runs) == trials and all(r.info.status == "FINISHED" for r in runs)
         assert {r.data.tags["wsol.ray_node_id"] for r in runs} <= set(launched)

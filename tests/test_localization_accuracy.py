@@ -36,3 +36,24 @@ def test_threshold_is_fixed_not_searched():
 def test_bad_threshold():
     with pytest.raises(ValueError, match="threshold"):
         LocalizationAccuracy(threshold=1.0)
+
+
+@pytest.mark.parametrize("multi_contour", [False, True])
+def test_fixed_threshold_box_matches_reference(multi_contour):
+    """One threshold: the largest contour comes straight from OpenCV (cheaper than a pass
+    for so few levels); both boxes as the reference's at that threshold."""
+    from wsol.scoring import reference
+    from wsol.scoring.boxes import best_iou_curve
+
+    rng = np.random.default_rng(4)
+    for trial in range(40):
+        size = int(rng.integers(3, 40))
+        m = rng.random((size, size)) ** float(rng.uniform(0.3, 3))
+        if trial % 2:
+            m = blob(2, 3, min(12, size - 1), min(9, size - 1), size) * 0.6 + m * 0.4
+        gt = np.array([[int(v) for v in sorted(rng.integers(0, size, 2))] * 2])[:, [0, 2, 1, 3]]
+        threshold = float(rng.choice([0.0, 0.2, 0.5, 0.9]))
+        got = best_iou_curve(m, gt, np.array([threshold]), multi_contour)[0]
+        u8 = (m * 255).astype(np.uint8)
+        boxes = reference.boxes_at_threshold(u8, int(threshold * u8.max()), multi_contour)
+        assert got == reference.pairwise_iou(boxes, gt).max()

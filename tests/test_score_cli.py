@@ -6,11 +6,14 @@ import json
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pytest
+import torch
 
 from wsol.cli import main
 from wsol.data.images import load_gt_mask
 from wsol.data.metadata import load_split, resized_boxes
 from wsol.scoring import reference
+from wsol.scoring.saved_maps import score_saved_maps
 
 
 def save_maps(root: Path, split, maps: dict[str, np.ndarray], basename: bool = False) -> None:
@@ -20,10 +23,24 @@ def save_maps(root: Path, split, maps: dict[str, np.ndarray], basename: bool = F
         np.save(str(path) + ".npy", scoremap)
 
 
-def test_score_matches_reference_boxes_and_masks(tiny_synth, tmp_path, capsys):
+def smooth(rng: np.random.Generator, size: int, knots: int) -> np.ndarray:
+    """A CAM-like map: bicubic upsampling of a coarse random map, min-max normalised."""
+    coarse = torch.from_numpy(rng.random((1, 1, knots, knots)).astype(np.float32))
+    m = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")[0, 0].numpy()
+    return ((m - m.min()) / (m.max() - m.min())).astype(np.float32)
+
+
+@pytest.mark.parametrize("interval", [0.01, 0.001])
+@pytest.mark.parametrize("kind", ["random", "cam_like"])
+def test_score_matches_reference_boxes_and_masks(tiny_synth, tmp_path, capsys, interval, kind):
+    """Every number `wsol score` prints equals the reference evaluator's: MaxBoxAcc (largest
+    contour), MaxBoxAccV2 and its parts, PxAP."""
     split = load_split(tiny_synth / "metadata", "val")
     rng = np.random.default_rng(0)
-    maps = {i: rng.random((28, 28)).astype(np.float32) ** 3 for i in split.image_ids}
+    if kind == "random":
+        maps = {i: rng.random((28, 28)).astype(np.float32) ** 3 for i in split.image_ids}
+    else:
+        maps = {i: smooth(rng, 28, int(rng.integers(4, 9))) for i in split.image_ids}
     save_maps(tmp_path / "maps", split, maps)
     out = tmp_path / "scores.json"
     assert (
@@ -38,6 +55,8 @@ def test_score_matches_reference_boxes_and_masks(tiny_synth, tmp_path, capsys):
                 "val",
                 "--data-root",
                 str(tiny_synth),
+                "--curve-interval",
+                str(interval),
                 "--json",
                 str(out),
             ]
@@ -46,15 +65,26 @@ def test_score_matches_reference_boxes_and_masks(tiny_synth, tmp_path, capsys):
     )
     got = json.loads(out.read_text())
     boxes = [resized_boxes(split.boxes[i], split.sizes[i], (28, 28)) for i in split.image_ids]
-    v2 = reference.max_box_acc(list(maps.values()), boxes, 0.01, True)
-    v1 = reference.max_box_acc(list(maps.values()), boxes, 0.01, False)
+    v2 = reference.max_box_acc(list(maps.values()), boxes, interval, True)
+    v1 = reference.max_box_acc(list(maps.values()), boxes, interval, False)
     assert got["MaxBoxAcc"] == v1[50]
     assert [got["BoxAccV2@30"], got["BoxAccV2@50"], got["BoxAccV2@70"]] == [v2[30], v2[50], v2[70]]
     assert got["MaxBoxAccV2"] == np.mean([v2[30], v2[50], v2[70]])
     masks = [load_gt_mask(tiny_synth, split.masks[i], (28, 28)) for i in split.image_ids]
-    assert got["PxAP"] == reference.pxap(list(maps.values()), masks, 0.01)
+    assert got["PxAP"] == reference.pxap(list(maps.values()), masks, interval)
     assert 0.0 <= got["BoxAccV2@50_threshold"] < 1.0
     assert "MaxBoxAccV2" in capsys.readouterr().out
+
+
+def test_score_saved_maps_in_one_thread_equals_two(tiny_synth, tmp_path):
+    split = load_split(tiny_synth / "metadata", "val")
+    rng = np.random.default_rng(1)
+    save_maps(tmp_path / "maps", split, {i: smooth(rng, 32, 6) for i in split.image_ids})
+    runs = [
+        score_saved_maps(tmp_path / "maps", split, tiny_synth, interval=0.01, workers=workers)
+        for workers in (1, 2)
+    ]
+    assert runs[0] == runs[1]
 
 
 def test_score_reads_reference_style_basenames(tiny_synth, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 IOU_THRESHOLDS = (30, 50, 70)
 
@@ -39,3 +40,54 @@ def quantize(scoremap: np.ndarray) -> np.ndarray:
 def threshold_levels(u8: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """uint8 cut-off of each threshold: ``int(tau * max(u8))``; foreground is ``u8 > level``."""
     return np.trunc(thresholds * u8.max()).astype(np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_checked(
+    scoremap: np.ndarray, scale: float, thresholds: np.ndarray, u8: np.ndarray,
+    levels: np.ndarray,
+) -> int:
+    """`check_scoremap`, `quantize` and `threshold_levels` in one pass over a 2-D float32 or
+    float64 map (`scale` is 255 in the map's dtype, so the product rounds as numpy's does).
+    Returns 0, or 1 on NaN, 2 on a value outside [0, 1] (the caller raises)."""
+    h, w = scoremap.shape
+    top = 0
+    status = 0
+    for y in range(h):
+        for x in range(w):
+            v = scoremap[y, x]
+            if v != v:
+                return 1
+            if v < 0 or v > 1:
+                status = 2
+                continue
+            q = np.uint8(v * scale)
+            u8[y, x] = q
+            top = max(top, q)
+    if status:
+        return status
+    for i in range(thresholds.size):
+        levels[i] = np.int64(thresholds[i] * np.float64(top))
+    return 0
+
+
+def checked_levels(
+    scoremap: np.ndarray, thresholds: np.ndarray, name: str = "score map"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`check_scoremap`, then the uint8 map and each threshold's cut-off level; one pass for
+    the usual 2-D float32 / float64 maps, the three functions otherwise."""
+    if (
+        isinstance(scoremap, np.ndarray)
+        and scoremap.ndim == 2
+        and scoremap.size
+        and scoremap.dtype in (np.float32, np.float64)
+        and scoremap.dtype.isnative
+    ):
+        u8 = np.empty(scoremap.shape, dtype=np.uint8)
+        levels = np.empty(thresholds.size, dtype=np.int64)
+        scale = scoremap.dtype.type(255)
+        if _quantize_checked(scoremap, scale, thresholds, u8, levels) == 0:
+            return u8, levels
+    check_scoremap(scoremap, name)  # raises for what the pass refused
+    u8 = quantize(scoremap)
+    return u8, threshold_levels(u8, thresholds)
