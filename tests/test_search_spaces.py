@@ -79,7 +79,7 @@ def test_bad_files_name_file_and_key(tmp_path: Path, text: str, message: str) ->
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"sampler": "grid"}, "sampler must be tpe or random"),
+    ({"sampler": "grid"}, "sampler must be one of tpe, random"),
     ({"scheduler": {"type": "hyperband"}}, "scheduler.type must be asha or fifo"),
     ({"trials_per_pair": 0}, "trials_per_pair must be at least 1"),
     ({"methds": ["cam"]}, "unknown key 'methds'"),

@@ -19,6 +19,10 @@ from wsol.trial.config import ConfigError, config_from_dict, paths_relative_to_f
 DATASET_FAMILIES = {"cub": "fine_grained", "synthetic": "fine_grained", "ilsvrc": "generic",
                     "imagenet": "generic", "openimages": "generic"}
 
+# Optuna samplers by name: TPE (multivariate), random search, Gaussian-process BO, CMA-ES,
+# quasi-Monte Carlo.
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
+
 # Keys of an experiment file that name inputs: relative values are relative to the file.
 FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "search_spaces", "storage_path")
 
@@ -40,8 +44,13 @@ class Experiment:
     time_budget_s: float | None = None
     max_concurrent: int = 2
     resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
-    # tpe: Optuna's seeded TPE per pair; random: the protocol's random-search baseline.
+    # Optuna's sampler per pair, seeded (see SAMPLERS); random is the protocol's baseline.
     sampler: str = "tpe"
+    # Where the per-pair Optuna studies persist: None for a journal file beside the search's
+    # local state, or an RDB URL (e.g. postgresql://...) that the driver can reach.
+    optuna_storage: str | None = None
+    # How often a trial whose worker or node died is restarted from its last checkpoint.
+    max_failures: int = 2
     # {type: asha, grace_period, reduction_factor} or {type: fifo}
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "asha",
                                                                  "grace_period": 2,
@@ -108,8 +117,11 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
         raise ConfigError(f"{source}: {error}") from None
     if experiment.trials_per_pair < 1:
         raise ConfigError(f"{source}: trials_per_pair must be at least 1")
-    if experiment.sampler not in ("tpe", "random"):
-        raise ConfigError(f"{source}: sampler must be tpe or random, got {experiment.sampler!r}")
+    if experiment.max_failures < 0:
+        raise ConfigError(f"{source}: max_failures must be 0 or more")
+    if experiment.sampler not in SAMPLERS:
+        raise ConfigError(f"{source}: sampler must be one of {', '.join(SAMPLERS)}, "
+                          f"got {experiment.sampler!r}")
     if experiment.scheduler.get("type") not in ("asha", "fifo"):
         raise ConfigError(f"{source}: scheduler.type must be asha or fifo")
     if experiment.family not in (None, "fine_grained", "generic"):

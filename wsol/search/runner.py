@@ -268,7 +268,7 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=storage,
             callbacks=[callback, progress],
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             verbose=0,  # SearchProgress is the console
         ),
