@@ -134,10 +134,10 @@ def test_config_file_errors_name_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"trial.yaml: unknown key 'learning_rate'"):
         load_config(bad)
     bad.write_text("epochs: ten\n")
-    with pytest.raises(ConfigError, match=r"trial.yaml: epochs = 'ten'"):
+    with pytest.raises(ConfigError, match=r"trial.yaml: epochs: 'ten' is not an int"):
         load_config(bad)
     bad.write_text("curve_interval: 0.05\n")
-    with pytest.raises(ConfigError, match=r"trial\.yaml: invalid value for curve_interval"):
+    with pytest.raises(ConfigError, match=r"trial\.yaml: curve_interval: 0.05 is not 0.01"):
         load_config(bad)
 
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
+import wsol.methods  # registers the methods
+import wsol.models.backbones  # noqa: F401  (registers the backbones)
+from wsol.common.factories import Factories
 from wsol.common.paths import expand, project_file
+from wsol.common.typed_config import STRICT, ConfigError, build, check_value, yaml_problem
+from wsol.data.synthetic import PRESETS
+from wsol.methods.base import METHODS
+from wsol.models.backbones import BACKBONES
 from wsol.search.pairs import pair_name
 from wsol.trial.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
-from wsol.trial.config import ConfigError, config_from_dict, paths_relative_to_file, read_yaml
+from wsol.trial.config import TrialConfig, config_from_dict, paths_relative_to_file, read_yaml
 
 # Which row of the papers' default tables a dataset takes (fine-grained birds against the
 # general-object sets; the synthetic classes differ by one small part, like CUB's).
@@ -23,48 +32,74 @@ DATASET_FAMILIES = {"cub": "fine_grained", "synthetic": "fine_grained", "ilsvrc"
 # quasi-Monte Carlo.
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
 
+# What method_params may set besides a method's hyperparameters: its trials' settings.
+TRIAL_SETTINGS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "backbone",
+                                                                       "params"}
+
 # Keys of an experiment file that name inputs: relative values are relative to the file.
 FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "search_spaces", "storage_path")
 
 
-@dataclass
+NonEmpty = Annotated[str, Field(min_length=1)]
+Names = Annotated[list[NonEmpty], Field(min_length=1)]
+
+
+@dataclass(config=STRICT)
+class Scheduler:
+    """ASHA (per pair: trials of one pair compete) or FIFO (every trial runs all its epochs)."""
+
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: Annotated[int, Field(ge=1)] = 2
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+@dataclass(config=STRICT)
+class ParamRange:
+    """An experiment's replacement for some fields of a searched parameter's range."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool | None = None
+    choices: Annotated[list[Any], Field(min_length=1)] | None = None
+
+
+@dataclass(config=STRICT)
 class Experiment:
-    name: str = "wsol-synthetic-demo"
-    dataset: str = "synthetic"
+    name: NonEmpty = "wsol-synthetic-demo"
+    dataset: NonEmpty = "synthetic"
     # fine_grained | generic: picks the papers' default rows; default from `dataset`.
-    family: str | None = None
-    data_root: str = "data/synthetic-demo"
+    family: Literal["fine_grained", "generic"] | None = None
+    data_root: NonEmpty = "data/synthetic-demo"
     metadata_root: str | None = None
     # Generate the synthetic benchmark with this preset when data_root does not exist yet
     # (and warn when the existing one was written with other knobs or an older generator).
     synthetic_preset: str | None = "demo"
-    methods: list[str] = field(default_factory=lambda: ["cam", "minmaxcam", "bgc", "weightmap"])
-    backbones: list[str] = field(default_factory=lambda: ["tiny"])
-    trials_per_pair: int = 4
-    time_budget_s: float | None = None
-    max_concurrent: int = 2
-    resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
+    methods: Names = field(default_factory=lambda: ["cam", "minmaxcam", "bgc", "weightmap"])
+    backbones: Names = field(default_factory=lambda: ["tiny"])
+    trials_per_pair: Annotated[int, Field(ge=1)] = 4
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    max_concurrent: Annotated[int, Field(ge=1)] = 2
+    resources_per_trial: dict[NonEmpty, Annotated[float, Field(ge=0)]] = field(
+        default_factory=lambda: {"cpu": 1})
     # Optuna's sampler per pair, seeded (see SAMPLERS); random is the protocol's baseline.
-    sampler: str = "tpe"
+    sampler: Literal[SAMPLERS] = "tpe"
     # Where the per-pair Optuna studies persist: None for a journal file beside the search's
     # local state, or an RDB URL (e.g. postgresql://...) that the driver can reach.
     optuna_storage: str | None = None
     # How often a trial whose worker or node died is restarted from its last checkpoint.
-    max_failures: int = 2
+    max_failures: Annotated[int, Field(ge=0)] = 2
     # {type: asha, grace_period, reduction_factor} or {type: fifo}
-    scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "asha",
-                                                                 "grace_period": 2,
-                                                                 "reduction_factor": 2})
+    scheduler: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(Scheduler()))
     # The folder of <method>.yaml search spaces; default: the project's search_spaces/.
     search_spaces: str | None = None
     # Trial settings shared by all trials (any TrialConfig key), and per-method fixed values.
     trial: dict[str, Any] = field(default_factory=dict)
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_params: dict[str, dict[NonEmpty, Any]] = field(default_factory=dict)
     # Search ranges that replace a space's: {lr: {low: .., high: ..}} for every method that
     # searches lr, {bgc.lambda_sim: {...}} for one method (e.g. a CPU demo's larger rates).
-    param_ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seed: int = 0
-    storage_path: str = "mlruns/ray"
+    param_ranges: dict[NonEmpty, dict[str, Any]] = field(default_factory=dict)
+    seed: Annotated[int, Field(ge=0)] = 0
+    storage_path: NonEmpty = "mlruns/ray"
     tracking_uri: str | None = None
     ray_address: str | None = None
 
@@ -104,38 +139,63 @@ class Experiment:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name for f in dataclasses.fields(Experiment)}
-
-
 def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> Experiment:
-    unknown = sorted(set(values) - _FIELDS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
-    try:
-        experiment = Experiment(**values)
-    except TypeError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    if experiment.trials_per_pair < 1:
-        raise ConfigError(f"{source}: trials_per_pair must be at least 1")
-    if experiment.max_failures < 0:
-        raise ConfigError(f"{source}: max_failures must be 0 or more")
-    if experiment.sampler not in SAMPLERS:
-        raise ConfigError(f"{source}: sampler must be one of {', '.join(SAMPLERS)}, "
-                          f"got {experiment.sampler!r}")
-    if experiment.scheduler.get("type") not in ("asha", "fifo"):
-        raise ConfigError(f"{source}: scheduler.type must be asha or fifo")
-    if experiment.family not in (None, "fine_grained", "generic"):
-        raise ConfigError(f"{source}: family must be fine_grained or generic, "
-                          f"got {experiment.family!r}")
+    """Types and ranges first (pydantic), then what depends on other keys or on the methods
+    and backbones this installation knows; every error names `source` and the key path."""
+    values = dict(values)
+    if isinstance(values.get("scheduler"), dict):
+        values["scheduler"] = dataclasses.asdict(
+            build(Scheduler, values["scheduler"], source, "scheduler"))
+    experiment = build(Experiment, values, source)
+    _known(experiment.methods, METHODS, source, "methods")
+    _known(experiment.backbones, BACKBONES, source, "backbones")
+    if experiment.synthetic_preset is not None and experiment.synthetic_preset not in PRESETS:
+        raise ConfigError(f"{source}: synthetic_preset: {experiment.synthetic_preset!r} is not "
+                          f"one of {', '.join(PRESETS)} (or null for data of your own)")
     if experiment.family is None and experiment.dataset.lower() not in DATASET_FAMILIES:
         raise ConfigError(f"{source}: family: dataset {experiment.dataset!r} is not one of "
                           f"{', '.join(DATASET_FAMILIES)}; say fine_grained or generic")
-    for key in experiment.param_ranges:
+    for key, spec in experiment.param_ranges.items():
         method = key.split(".", 1)[0] if "." in key else None
         if method is not None and method not in experiment.methods:
             raise ConfigError(f"{source}: param_ranges.{key}: {method} is not searched here")
+        build(ParamRange, spec, source, f"param_ranges.{key}")
+    for method, params in experiment.method_params.items():
+        _method_params(experiment, method, params, source)
     config_from_dict(experiment.trial_base(), f"{source}: trial")
     return experiment
+
+
+def _known(names: list[str], table: Factories, source: str, key: str) -> None:
+    for index, name in enumerate(names):
+        if name not in table.names():
+            raise ConfigError(f"{source}: {key}[{index}]: {name!r} is not one of "
+                              f"{', '.join(table.names())}")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"{source}: {key}: {names} names one twice")
+
+
+def _method_params(experiment: Experiment, method: str, params: dict[str, Any],
+                   source: str) -> None:
+    """A method's own values: trial settings (checked as the trial's are) or its
+    hyperparameters, each of the type of its default (so `tau_fg: high` is refused here, not
+    inside a trial)."""
+    where = f"method_params.{method}"
+    if method not in experiment.methods:
+        raise ConfigError(f"{source}: {where}: not one of the searched methods "
+                          f"({', '.join(experiment.methods)})")
+    defaults = METHODS.get(method).defaults
+    settings = {k: v for k, v in params.items() if k in TRIAL_SETTINGS}
+    config_from_dict({**experiment.trial_base(), **settings}, f"{source}: {where}")
+    for key, value in params.items():
+        if key in settings:
+            continue
+        if key not in defaults:
+            raise ConfigError(f"{source}: {where}.{key}: not a trial setting and not a "
+                              f"hyperparameter of {method} (it has "
+                              f"{', '.join(sorted(defaults)) or 'none'})")
+        if defaults[key] is not None:
+            params[key] = check_value(type(defaults[key]), value, source, f"{where}.{key}")
 
 
 def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None
@@ -148,8 +208,10 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         source = str(path)
         try:
             loaded = read_yaml(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: cannot read experiment: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read experiment: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         loaded = paths_relative_to_file(loaded, FILE_RELATIVE_KEYS, Path(path))

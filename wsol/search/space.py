@@ -9,19 +9,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import optuna
+import pydantic
 import yaml
 
 import wsol.methods  # noqa: F401  (registers the methods)
+from wsol.common.typed_config import STRICT, ConfigError, build, yaml_problem
 from wsol.methods.base import METHODS
-from wsol.trial.config import ConfigError, TrialConfig, read_yaml
+from wsol.trial.config import TrialConfig, read_yaml
 
-TOP_KEYS = {"method", "extends", "params", "fixed", "constraints", "defaults"}
-PARAM_KEYS = {"type", "low", "high", "log", "choices", "when", "source"}
 TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "params"}
-ROW_KEYS = {"when", "values", "source"}
 # What a row of authors' defaults is chosen by: the dataset family (fine-grained CUB against
 # ImageNet / OpenImages), the backbone, and whether the body starts from pretrained weights.
 ROW_SELECTORS = {"family": ("fine_grained", "generic"), "backbone": None,
@@ -108,52 +107,72 @@ class SearchSpace:
         return dict(self.fixed)
 
 
+# The file's shape, typed (pydantic, strict); what depends on several keys is checked below.
+
+# (Models, not dataclasses, for what nests: strict mode takes a mapping for a model only.)
+class ParamSpec(pydantic.BaseModel):
+    model_config = STRICT
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: Annotated[list[Any], pydantic.Field(min_length=1)] | None = None
+    when: dict[str, Any] = pydantic.Field(default_factory=dict)
+    source: str = ""
+
+
+class RowSpec(pydantic.BaseModel):
+    model_config = STRICT
+    values: dict[str, Any]
+    when: dict[str, Any] = pydantic.Field(default_factory=dict)
+    source: str = ""
+
+
+@pydantic.dataclasses.dataclass(config=STRICT)
+class SpaceFile:
+    method: str | None = None
+    extends: str | None = None
+    params: dict[str, ParamSpec] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    constraints: list[str] = field(default_factory=list)
+    defaults: list[RowSpec] = field(default_factory=list)
+
+
 def _fail(path: Path, key: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message}")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> SpaceFile:
     try:
         data = read_yaml(path.read_text())
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    unknown = sorted(set(data) - TOP_KEYS)
-    if unknown:
-        raise _fail(path, unknown[0], f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
-    return data
+    return build(SpaceFile, data, str(path))
 
 
-def _param(path: Path, name: str, spec: Any) -> Param:
+def _param(path: Path, name: str, spec: ParamSpec | dict[str, Any]) -> Param:
     key = f"params.{name}"
-    if not isinstance(spec, dict):
-        raise _fail(path, key, "must be a mapping with a type")
-    unknown = sorted(set(spec) - PARAM_KEYS)
-    if unknown:
-        raise _fail(path, f"{key}.{unknown[0]}", "unknown field")
-    kind = spec.get("type")
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
+    if isinstance(spec, dict):
+        spec = build(ParamSpec, spec, str(path), key)
+    if spec.type == "categorical":
+        if not spec.choices:
             raise _fail(path, key, "categorical needs a non-empty list of choices")
-        return Param(name, kind, choices=tuple(choices), when=spec.get("when") or {},
-                     source=str(spec.get("source", "")))
-    if kind not in ("float", "int"):
-        raise _fail(path, f"{key}.type", f"must be float, int or categorical, got {kind!r}")
-    low, high, log = spec.get("low"), spec.get("high"), bool(spec.get("log", False))
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        return Param(name, spec.type, choices=tuple(spec.choices), when=spec.when,
+                     source=spec.source)
+    low, high, log = spec.low, spec.high, spec.log
+    if low is None or high is None:
         raise _fail(path, key, "needs numeric low and high")
     if not low < high:
-        raise _fail(path, key, f"low {low} must be below high {high}")
+        raise _fail(path, key, f"low {low:g} must be below high {high:g}")
     if log and low <= 0:
         raise _fail(path, key, "a log range needs low > 0")
-    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+    if spec.type == "int" and not (low.is_integer() and high.is_integer()):
         raise _fail(path, key, "an int range needs integer bounds")
-    return Param(name, kind, float(low), float(high), log, when=spec.get("when") or {},
-                 source=str(spec.get("source", "")))
+    return Param(name, spec.type, low, high, log, when=spec.when, source=spec.source)
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
@@ -162,8 +181,8 @@ def load_search_space(path: str | Path) -> SearchSpace:
     params: dict[str, Param] = {}
     fixed: dict[str, Any] = {}
     constraints: list[str] = []
-    if "extends" in data:
-        base = load_search_space_parts(path.parent / str(data["extends"]), path)
+    if data.extends is not None:
+        base = load_search_space_parts(path.parent / data.extends, path)
         params.update(base[0])
         fixed.update(base[1])
         constraints.extend(base[2])
@@ -171,7 +190,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
     params.update(own[0])
     fixed.update(own[1])
     constraints.extend(own[2])
-    method = data.get("method")
+    method = data.method
     if method not in METHODS.names():
         known = ", ".join(METHODS.names())
         raise _fail(path, "method", f"unknown method {method!r}; known: {known}")
@@ -198,34 +217,27 @@ def load_search_space(path: str | Path) -> SearchSpace:
     ordered = sorted(params.values(), key=lambda p: p.name in less_than)
     conditional = [p for p in ordered if p.when]
     ordered = [p for p in ordered if not p.when] + conditional
-    rows = _rows(path, data.get("defaults") or [], TRIAL_FIELDS | method_params)
+    rows = _rows(path, data.defaults, TRIAL_FIELDS | method_params)
     return SearchSpace(method, path, ordered, fixed, less_than, rows)
 
 
-def _rows(path: Path, raw: Any, known: set[str]) -> list[DefaultRow]:
-    if not isinstance(raw, list):
-        raise _fail(path, "defaults", "must be a list of rows (when, values, source)")
+def _rows(path: Path, raw: list[RowSpec], known: set[str]) -> list[DefaultRow]:
     rows = []
     for index, row in enumerate(raw):
         key = f"defaults[{index}]"
-        if not isinstance(row, dict) or set(row) - ROW_KEYS or "values" not in row:
-            raise _fail(path, key, f"a row is a mapping with {', '.join(sorted(ROW_KEYS))}")
-        when, values = row.get("when") or {}, row["values"]
-        if not isinstance(when, dict) or not isinstance(values, dict):
-            raise _fail(path, key, "when and values must be mappings")
-        for selector, value in when.items():
+        for selector, value in row.when.items():
             allowed = ROW_SELECTORS.get(selector, ())
             if selector not in ROW_SELECTORS or (allowed is not None and value not in allowed):
                 raise _fail(path, f"{key}.when.{selector}",
                             f"{value!r} is not a condition (family: fine_grained|generic, "
                             "backbone: NAME, pretrained: true|false)")
-        for name in values:
+        for name in row.values:
             if name not in known:
                 raise _fail(path, f"{key}.values.{name}",
                             "not a trial setting and not a hyperparameter of the method")
-        if not str(row.get("source", "")).strip():
+        if not row.source.strip():
             raise _fail(path, f"{key}.source", "every row names the table it comes from")
-        rows.append(DefaultRow(dict(when), dict(values), str(row["source"])))
+        rows.append(DefaultRow(dict(row.when), dict(row.values), row.source))
     return rows
 
 
@@ -233,20 +245,11 @@ def load_search_space_parts(path: Path, child: Path) -> tuple[dict, dict, list]:
     if not path.is_file():
         raise _fail(child, "extends", f"{path} does not exist")
     data = _read(path)
-    if "extends" in data or "method" in data:
+    if data.extends is not None or data.method is not None:
         raise _fail(path, "extends", "a base file names neither a method nor another base")
     return _parts(path, data)
 
 
-def _parts(path: Path, data: dict[str, Any]) -> tuple[dict[str, Param], dict[str, Any], list]:
-    raw_params = data.get("params") or {}
-    raw_fixed = data.get("fixed") or {}
-    raw_constraints = data.get("constraints") or []
-    if not isinstance(raw_params, dict):
-        raise _fail(path, "params", "must be a mapping")
-    if not isinstance(raw_fixed, dict):
-        raise _fail(path, "fixed", "must be a mapping")
-    if not isinstance(raw_constraints, list):
-        raise _fail(path, "constraints", "must be a list")
-    params = {name: _param(path, name, spec) for name, spec in raw_params.items()}
-    return params, dict(raw_fixed), list(raw_constraints)
+def _parts(path: Path, data: SpaceFile) -> tuple[dict[str, Param], dict[str, Any], list]:
+    params = {name: _param(path, name, spec) for name, spec in data.params.items()}
+    return params, dict(data.fixed), list(data.constraints)

@@ -6,17 +6,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
 
 from wsol.common import protocol
 from wsol.common.paths import relative_to_file
+from wsol.common.typed_config import (
+    STRICT,
+    ConfigError,
+    OverrideError,
+    build,
+    check_value,
+    yaml_problem,
+)
 
 
 class _Loader(yaml.SafeLoader):
@@ -34,20 +42,9 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the file and the key."""
-
-    # The offending field and the rule it breaks, where one field is to blame (so `--set`
-    # can name its own key in its own words).
-    key: str | None = None
-    rule: str | None = None
-
-
-class OverrideError(ConfigError):
-    """A `--set KEY=VALUE` is wrong; the one-line message starts with `--set KEY:`."""
-
-
 SELECTION_METRICS = (protocol.AUTO, *protocol.SELECTION_METRICS)
+__all__ = ["ConfigError", "OverrideError", "TrialConfig", "apply_overrides", "config_from_dict",
+           "load_config", "parse_overrides", "read_yaml"]
 
 
 def _either(values: Sequence[object]) -> str:
@@ -55,8 +52,12 @@ def _either(values: Sequence[object]) -> str:
     words = [str(v) for v in values]
     return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
 
+Positive = Annotated[int, Field(ge=1)]
+Rate = Annotated[float, Field(gt=0)]
+Percentile = Annotated[float, Field(ge=0, le=100)]
 
-@dataclass
+
+@dataclass(config=STRICT)
 class TrialConfig:
     method: str = "cam"
     backbone: str = "tiny"
@@ -67,60 +68,44 @@ class TrialConfig:
     data_root: str = "data/synthetic-demo"
     metadata_root: str | None = None  # default: <data_root>/metadata
     mask_root: str | None = None  # default: data_root
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.01
-    lr_classifier_ratio: float = 10.0
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    lr_milestones: list[int] = field(default_factory=list)
-    resize: int = 256
-    crop: int = 224
-    eval_size: int = 224
-    eval_every: int = 1
+    epochs: Positive = 10
+    batch_size: Positive = 32
+    lr: Rate = 0.01
+    lr_classifier_ratio: Rate = 10.0
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    lr_milestones: list[Positive] = field(default_factory=list)
+    resize: Positive = 256
+    crop: Positive = 224
+    eval_size: Positive = 224
+    eval_every: Positive = 1
     curve_interval: float = protocol.CURVE_INTERVALS[0]
     # "auto": MaxBoxAccV2 where train-fullsup has boxes, else PxAP.
-    selection_metric: str = protocol.AUTO
+    selection_metric: Literal[SELECTION_METRICS] = protocol.AUTO
     # "train_fullsup" (the protocol) or "label_free" (the method's own rule, e.g. the weight
     # map's S); either way train-fullsup metrics are recorded.
-    selection: str = "train_fullsup"
-    normalisations: list[str] = field(default_factory=lambda: list(protocol.NORMALISATIONS))
-    ivr_percentiles: list[float] = field(
+    selection: Literal["train_fullsup", "label_free"] = "train_fullsup"
+    normalisations: Annotated[list[Literal[protocol.NORMALISATIONS]], Field(min_length=1)] = \
+        field(default_factory=lambda: list(protocol.NORMALISATIONS))
+    ivr_percentiles: Annotated[list[Percentile], Field(min_length=1)] = field(
         default_factory=lambda: list(protocol.DEFAULT_IVR_PERCENTILES))
-    pas_percentile: float = protocol.DEFAULT_PAS_PERCENTILE
-    seed: int = 0
+    pas_percentile: Percentile = protocol.DEFAULT_PAS_PERCENTILE
+    seed: Annotated[int, Field(ge=0)] = 0
     device: str = "auto"
     # Mixed precision for training steps (float16 with loss scaling on CUDA, bfloat16 on CPU);
     # score maps for evaluation are always computed in float32.
     amp: bool = False
     # NHWC memory layout for the model and its inputs (faster convolutions on tensor cores).
     channels_last: bool = False
-    num_workers: int = 0
+    num_workers: Annotated[int, Field(ge=0)] = 0
     params: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # key: (valid, the rule in words, so an error says what would be accepted)
-        checks = {
-            "epochs": (self.epochs >= 1, ">= 1"),
-            "batch_size": (self.batch_size >= 1, ">= 1"),
-            "lr": (self.lr > 0, "> 0"),
-            "eval_every": (self.eval_every >= 1, ">= 1"),
-            "curve_interval": (self.curve_interval in protocol.CURVE_INTERVALS,
-                               _either(protocol.CURVE_INTERVALS)),
-            "selection_metric": (self.selection_metric in SELECTION_METRICS,
-                                 _either(SELECTION_METRICS)),
-            "selection": (self.selection in ("train_fullsup", "label_free"),
-                          "train_fullsup or label_free"),
-            "normalisations": (bool(self.normalisations)
-                               and set(self.normalisations) <= set(protocol.NORMALISATIONS),
-                               f"a non-empty list of {', '.join(protocol.NORMALISATIONS)}"),
-        }
-        bad = [key for key, (ok, _) in checks.items() if not ok]
-        if bad:
-            error = ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r} "
-                                f"(must be {checks[bad[0]][1]})")
-            error.key, error.rule = bad[0], checks[bad[0]][1]
-            raise error
+    @field_validator("curve_interval")
+    @classmethod
+    def _one_of_the_curve_steps(cls, value: float) -> float:
+        if value not in protocol.CURVE_INTERVALS:
+            raise ValueError(_either(protocol.CURVE_INTERVALS))
+        return value
 
     @property
     def metadata_dir(self) -> Path:
@@ -130,48 +115,11 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
-_HINTS = typing.get_type_hints(TrialConfig)
-
-
-def _accepts(hint: Any, value: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_accepts(item, v) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    """`an int`, `a list[str]`, `a str | None`: how a user writes the type, not `<class 'int'>`."""
-    if isinstance(hint, type) and typing.get_origin(hint) is None:
-        name = hint.__name__
-    else:
-        name = str(hint).replace("NoneType", "None")
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)}
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrialConfig:
-    for key, value in values.items():
-        if key not in _FIELDS:
-            raise ConfigError(f"{source}: unknown key {key!r}")
-        if not _accepts(_HINTS[key], value):
-            raise ConfigError(f"{source}: {key} = {value!r} is not {_type_name(_HINTS[key])}")
-    coerced = {k: float(v) if _HINTS[k] is float else v for k, v in values.items()}
-    try:
-        return TrialConfig(**coerced)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
+    return build(TrialConfig, values, source)
 
 
 # Keys of a trial config that name inputs; `weights` also takes the names below.
@@ -203,7 +151,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         except OSError as error:
             raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         values.update(paths_relative_to_file(loaded or {}, FILE_RELATIVE_KEYS, Path(path)))
@@ -285,29 +233,32 @@ def apply_overrides(config: TrialConfig, overrides: Mapping[str, Any],
             raise OverrideError(f"--set params: set method hyperparameters one at a time, "
                                 f"e.g. --set {next(iter(own or {}), 'KEY')}=VALUE")
         if key in _FIELDS:
-            hint = _HINTS[key]
-            value = raw
-            if not _accepts(hint, value):
-                as_list = (f" (a list is written {key}=[{raw}])"
-                           if typing.get_origin(hint) is list and _accepts(hint, [value]) else "")
-                raise OverrideError(f"--set {key}: {raw!r} is not {_type_name(hint)}{as_list}")
-            values[key] = float(value) if hint is float else value
             try:
-                TrialConfig(**{**config.to_dict(), key: values[key]})
+                checked = build(TrialConfig, {**config.to_dict(), key: raw}, "--set")
             except ConfigError as error:
-                raise OverrideError(f"--set {key}: invalid value {values[key]!r} "
-                                    f"(must be {error.rule})") from None
+                as_list = (f" (a list is written {key}=[{raw}])" if error.rule == "a list"
+                           else "")
+                raise OverrideError(f"--set {key}: {_detail(error, key)}{as_list}") from None
+            values[key] = getattr(checked, key)
         elif own is None:
             raise OverrideError(f"--set {key}: not a trial field, and method {method!r} is "
                                 f"unknown (known: {', '.join(sorted(hyperparameters))})")
         elif key in own:
             default = own[key]
-            value = raw
-            if default is not None and not _accepts(type(default), value):
-                raise OverrideError(f"--set {key}: {raw!r} is not {_type_name(type(default))} "
-                                    f"(a {method} hyperparameter; default {default!r})")
-            params[key] = float(value) if isinstance(default, float) else value
+            if default is None:
+                params[key] = raw
+                continue
+            try:
+                params[key] = check_value(type(default), raw, "--set", key)
+            except ConfigError as error:
+                raise OverrideError(f"--set {key}: {_detail(error, key)} (a {method} "
+                                    f"hyperparameter; default {default!r})") from None
         else:
             raise _unknown_key(key, method, own, hyperparameters)
     values["params"] = params
     return TrialConfig(**values)
+
+
+def _detail(error: ConfigError, key: str) -> str:
+    """A ConfigError from source "--set" without the parts `--set KEY:` already says."""
+    return str(error).removeprefix("--set: ").removeprefix(f"{key}: ")
