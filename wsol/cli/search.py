@@ -1,5 +1,5 @@
-"""`wsol search`, and `python search.py` (the same options): run, or restore, a search and
-print the best trial per pair."""
+"""`wsol search`, and `python search.py` (the same options): run, restore or continue a search
+and print the best trial per pair and how to open its Optuna studies."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 from wsol.cli import common
 
-DESCRIPTION = "Run, or restore, a search and print the best trial per (method, backbone)."
+DESCRIPTION = ("Run, restore or continue a search and print the best trial per (method, "
+               "backbone).")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_ray_cluster(parser)
     parser.add_argument("--restore", action="store_true",
                         help="resume the search of this config after its driver died")
+    parser.add_argument("--more-trials", type=int, metavar="N",
+                        help="continue the finished search of this config: N more trials per "
+                        "pair in its Optuna studies, under the same MLflow parent run")
     parser.set_defaults(run=search)
 
 
@@ -45,7 +49,9 @@ def search(args: argparse.Namespace) -> int:
         "tracking_uri": args.tracking_uri, "ray_address": args.address,
         "storage_path": args.storage_path,
     })
-    summary = run_search(experiment, restore=args.restore)
+    if args.more_trials is not None and args.more_trials < 1:
+        raise ValueError("--more-trials must be at least 1")
+    summary = run_search(experiment, restore=args.restore, more_trials=args.more_trials)
     print(f"\n{summary['trials']} trials, {summary['failed']} failed. "
           "Best train-fullsup score per (method, backbone):")
     for pair, best in sorted(summary["best"].items()):
@@ -62,6 +68,13 @@ def search(args: argparse.Namespace) -> int:
         print(f"MLflow tracking server: {uri}")
         print(f"The search's runs:  {page}")
     print(f"Ray, Tune and trial output: {summary['log']}")
+    optuna = summary.get("optuna")
+    if optuna:
+        from wsol.search.studies import dashboard_command
+
+        print(f"Optuna studies: {', '.join(optuna['studies'].values())}")
+        print(f"Open them:  {dashboard_command(optuna['storage'])}   (pip install "
+              "'wsol[optuna]')")
     return 0
 
 

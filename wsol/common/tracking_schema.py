@@ -59,6 +59,9 @@ EXPERIMENT_ID = "wsol.experiment_id"
 TRAIN_FULLSUP_SCORE = "wsol.train_fullsup_score"
 TEST_EVALUATIONS = "wsol.test_evaluations"
 LAST_EVALUATION_RUN = "wsol.last_evaluation_run"
+OPTUNA_STORAGE = "wsol.optuna_storage"
+OPTUNA_STUDY = "wsol.optuna_study"
+SAMPLER = "wsol.sampler"
 VERSION_CHOICES = (*CHOICES, "epoch", "selected_on")
 
 
@@ -120,6 +123,7 @@ PICTURES = ("curves.json", "curves.png", "overlays.png")  # trial (train-fullsup
 CURVES_JSON = PICTURES[0]
 TEST_METRICS_JSON = "test_metrics.json"  # an evaluation run's result
 COMPARE_JSON = "compare.json"  # a compare run's summary
+OPTUNA_FOLDER = "optuna"  # a search run's Optuna plots, <method>-<backbone>_<plot>.png
 
 # Params --------------------------------------------------------------------------------------
 
@@ -216,6 +220,12 @@ SCHEMA: dict[str, Record] = {
               Key(DATASET_FINGERPRINT, "sha256 over every metadata file of the dataset"),
               Key(SELECTION_SPLIT, f"where trials select: {protocol.SELECTION_SPLIT}"),
               Key(END_REASON, "why the search did not finish (KILLED / FAILED)"),
+              Key(OPTUNA_STORAGE, "where its Optuna studies persist: a journal file or an RDB "
+                  "URL (password masked)"),
+              Key(OPTUNA_STUDY, "its Optuna studies' name prefix: one study "
+                  "`<prefix>/<method>/<backbone>` per pair"),
+              Key(SAMPLER, "the Optuna sampler and its options, e.g. `tpe (TPESampler "
+                  "multivariate, group)`"),
               *_COMPARE_TAGS),
         params=(Key("<experiment field>", "the experiment config, nested keys joined by dots "
                     "(trial.epochs, scheduler.type, method_params.bgc.warm)"),),
@@ -225,7 +235,9 @@ SCHEMA: dict[str, Record] = {
         artifacts=(Key(EXPERIMENT_JSON, "the experiment config as run"),
                    Key(f"{SPACES_FOLDER}/<name>.yaml", "each method's search space"),
                    Key(SUMMARY_JSON, "the search's summary"),
-                   Key(SUMMARY_MD, "the summary table, as the MLflow UI renders it"))),
+                   Key(SUMMARY_MD, "the summary table, as the MLflow UI renders it"),
+                   Key(f"{OPTUNA_FOLDER}/<name>.png", "Optuna's plots of each pair's study: "
+                       "`<method>-<backbone>_history`, `_parallel`, `_importances`"))),
     TRIAL: Record(
         "one trial of a search, a child run of its search run",
         tags=(_RUN_NAME, Key(KIND, "trial"), *_PAIR_TAGS,

@@ -1,18 +1,22 @@
 """One Optuna study and one ASHA per (method, backbone) pair, inside a single Ray Tune run.
 
 The protocol compares methods at equal budgets, so every pair gets its own trial budget, its
-own TPE study and its own early-stopping rungs (trials are only ever stopped relative to trials
-of the same pair), while the trials of all pairs share the cluster.
+own Optuna study and its own early-stopping rungs (trials are only ever stopped relative to
+trials of the same pair), while the trials of all pairs share the cluster. Each Optuna trial
+carries its Tune trial id and MLflow run id as user attributes (wsol.search.studies).
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+
+from wsol.search.studies import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
 
 PAIR_KEY = "pair"
 
@@ -22,12 +26,35 @@ def pair_name(method: str, backbone: str) -> str:
 
 
 class PairedSearcher(Searcher):
+    """`run_of` (picklable: it travels in the searcher's checkpoint) finds a Tune trial's
+    MLflow run id, or None while the run does not exist yet."""
+
     def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int], metric: str,
-                 mode: str):
+                 mode: str, run_of: Callable[[str], str | None] | None = None):
         super().__init__(metric=metric, mode=mode)
         self.searchers = searchers
         self.remaining = dict(budgets)
         self.owner: dict[str, str] = {}
+        self.run_of = run_of
+        self.linked: set[str] = set()
+
+    def _user_attr(self, trial_id: str, key: str, value: str) -> None:
+        """On the Optuna trial behind a Tune trial, while it is still open (Optuna keeps a
+        finished trial's attributes as they were)."""
+        trials = getattr(self.searchers[self.owner[trial_id]], "_ot_trials", {})
+        if trial_id in trials:
+            trials[trial_id].set_user_attr(key, value)
+
+    def _link(self, trial_id: str) -> None:
+        if self.run_of is None or trial_id in self.linked or trial_id not in self.owner:
+            return
+        try:
+            run_id = self.run_of(trial_id)
+        except Exception:  # a tracking outage: the next report tries again
+            return
+        if run_id is not None:
+            self._user_attr(trial_id, MLFLOW_RUN_ATTR, run_id)
+            self.linked.add(trial_id)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         open_pairs = [p for p, left in self.remaining.items() if left > 0]
@@ -40,22 +67,26 @@ class PairedSearcher(Searcher):
                 continue
             self.remaining[pair] -= 1
             self.owner[trial_id] = pair
+            self._user_attr(trial_id, RAY_TRIAL_ATTR, trial_id)
             return {**config, PAIR_KEY: pair}
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.owner:
+            self._link(trial_id)
             self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         if trial_id in self.owner:
+            self._link(trial_id)
             self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
             pickle.dump({"searchers": self.searchers, "remaining": self.remaining,
-                         "owner": self.owner}, handle)
+                         "owner": self.owner, "run_of": self.run_of, "linked": self.linked},
+                        handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
@@ -63,6 +94,8 @@ class PairedSearcher(Searcher):
         self.searchers = state["searchers"]
         self.remaining = state["remaining"]
         self.owner = state["owner"]
+        self.run_of = state.get("run_of")
+        self.linked = state.get("linked", set())
 
 
 class PairedASHA(FIFOScheduler):

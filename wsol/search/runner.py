@@ -3,18 +3,26 @@
 The console shows the search itself (one line per ended trial, a progress block every half
 minute; wsol.search.progress); what Ray, Tune, Optuna, MLflow and the trials print goes to the
 search's log file.
+
+The Optuna side persists: one study per (search, pair) in the experiment's `optuna_storage`
+(default: a journal file beside the search's local state; wsol.search.studies), each trial
+carrying its Tune trial id and MLflow run id. `more_trials` continues a finished search's
+studies under the same MLflow parent run (warm start).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pyarrow.fs
 import ray
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -28,6 +36,18 @@ from wsol.search.experiment import Experiment
 from wsol.search.pairs import PAIR_KEY, PairedASHA, PairedSearcher
 from wsol.search.progress import SearchProgress, console_to_log, say, worker_output_to
 from wsol.search.space import SearchSpace, load_search_space
+from wsol.search.studies import (
+    RunLookup,
+    dashboard_command,
+    describe_sampler,
+    make_sampler,
+    open_storage,
+    plot_studies,
+    prepare_study,
+    public_url,
+    storage_url,
+    study_name,
+)
 from wsol.search.tracking import (
     DEFAULT_TRACKING_URI,
     MLflowTrialCallback,
@@ -117,19 +137,24 @@ def first_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any] | 
     return point
 
 
-def _searcher(experiment: Experiment, spaces: dict[str, SearchSpace]) -> PairedSearcher:
+def _searcher(experiment: Experiment, spaces: dict[str, SearchSpace],
+              storage: optuna.storages.BaseStorage, studies: dict[str, optuna.Study],
+              budgets: dict[str, int],
+              run_of: RunLookup | None, continued: bool) -> PairedSearcher:
+    """One OptunaSearch per pair on its persisted study, seeded per pair; a new search starts
+    each pair from the papers' defaults, a continued one from what its study knows."""
     searchers = {}
     defaults = pair_defaults(experiment, spaces)
     for index, pair in enumerate(experiment.pairs()):
         space = spaces[pair.split("/")[0]]
-        kind = optuna.samplers.TPESampler if experiment.sampler == "tpe" else \
-            optuna.samplers.RandomSampler
-        sampler = kind(seed=experiment.seed + index)
-        start = first_point(space, defaults.get(pair, {}))
-        searchers[pair] = OptunaSearch(space.sample, metric=METRIC, mode=MODE, sampler=sampler,
+        # A continued search draws other points than the search it continues.
+        seed = experiment.seed + index + (len(studies[pair].trials) if continued else 0)
+        start = None if continued else first_point(space, defaults.get(pair, {}))
+        searchers[pair] = OptunaSearch(space.sample, metric=METRIC, mode=MODE,
+                                       sampler=make_sampler(experiment.sampler, seed),
+                                       study_name=studies[pair].study_name, storage=storage,
                                        points_to_evaluate=[start] if start else None)
-    budgets = {pair: experiment.trials_per_pair for pair in experiment.pairs()}
-    return PairedSearcher(searchers, budgets, METRIC, MODE)
+    return PairedSearcher(searchers, budgets, METRIC, MODE, run_of)
 
 
 def _scheduler(experiment: Experiment) -> TrialScheduler:
@@ -171,10 +196,15 @@ def log_path(experiment: Experiment, storage: str) -> Path:
     return Path(storage, experiment.name, LOG_NAME)
 
 
-def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
+def run_search(experiment: Experiment, restore: bool = False,
+               more_trials: int | None = None) -> dict[str, Any]:
     """Returns the best train-fullsup score per pair and where to look. The MLflow parent
     run ends with the search: FINISHED, KILLED (interrupted; --restore resumes it) or
-    FAILED."""
+    FAILED. `more_trials` continues the finished search of this name: that many more trials
+    per pair in its Optuna studies, under its parent run."""
+    if restore and more_trials:
+        raise ValueError("--restore resumes an interrupted search, --more-trials continues a "
+                         "finished one: not both")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" per method
     try:
@@ -183,10 +213,13 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
         optuna.logging.set_verbosity(verbosity)
     storage = _storage(experiment.storage_path)
     log = log_path(experiment, storage)
+    optuna_url = storage_url(experiment.optuna_storage, log.parent)
+    per_pair = more_trials or experiment.trials_per_pair
+    budgets = {pair: per_pair for pair in experiment.pairs()}
     with console_to_log(log):
         say(f"search {experiment.name}: {len(experiment.pairs())} (method, backbone) pairs x "
-            f"{experiment.trials_per_pair} trials, {experiment.max_concurrent} at a time"
-            + (", restored" if restore else ""))
+            f"{per_pair} trials, {experiment.max_concurrent} at a time"
+            + (", restored" if restore else "") + (", continued" if more_trials else ""))
         say(f"Ray, Tune and trial output: {log}")
         prepare_data(experiment)
         uri = tracking_uri(experiment.tracking_uri)
@@ -195,7 +228,8 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
         if not ray.is_initialized():
             ray.init(address=experiment.ray_address, include_dashboard=False)
         worker_output_to(log)
-        tuner, experiment_id, run_id = _tuner(experiment, spaces, uri, storage, restore)
+        tuner, experiment_id, run_id = _tuner(experiment, spaces, uri, storage, restore,
+                                              optuna_url, budgets, bool(more_trials))
         say(f"MLflow parent run {run_id}: {ui_url(uri, experiment_id)}")
         try:
             grid = tuner.fit()
@@ -203,8 +237,11 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
                                                          experiment.dataset), uri,
                                pair_epochs(experiment, spaces))
             summary.update(name=experiment.name, experiment_id=experiment_id, log=str(log))
+            _close_studies(uri, run_id, optuna_url, experiment.pairs(), summary)
+            if more_trials:
+                _merge_previous(uri, run_id, summary)
             status, reason = "FINISHED", None
-            budget = len(experiment.pairs()) * experiment.trials_per_pair
+            budget = sum(budgets.values())
             if summary["unfinished"] or (experiment.time_budget_s is None
                                          and summary["trials"] < budget):
                 # Tune ends a search on Ctrl+C without raising; the runs of the trials it
@@ -223,7 +260,8 @@ def run_search(experiment: Experiment, restore: bool = False) -> dict[str, Any]:
 
 
 def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, storage: str,
-           restore: bool) -> tuple[tune.Tuner, str, str]:
+           restore: bool, optuna_url: str, budgets: dict[str, int],
+           continued: bool) -> tuple[tune.Tuner, str, str]:
     experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
     metadata = experiment.trial_base().get("metadata_root") or \
         str(Path(experiment.trial_base()["data_root"]) / "metadata")
@@ -244,29 +282,53 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         parent = _read_parent(experiment_dir)
         reopen_search_run(uri, parent["run_id"])
         return tuner, parent["experiment_id"], parent["run_id"]
-    experiment_id, run_id = start_search_run(
-        uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
-        dataset_fingerprint(metadata))
-    _write_parent(experiment_dir, experiment_id, run_id)
+    name = experiment.name
+    optuna_storage = open_storage(optuna_url)
+    if continued:
+        if not tune.Tuner.can_restore(experiment_dir):
+            raise FileNotFoundError(f"no search to continue at {experiment_dir}")
+        parent = _read_parent(experiment_dir)
+        experiment_id, run_id = parent["experiment_id"], parent["run_id"]
+        prefix = MlflowClient(uri).get_run(run_id).data.tags.get(schema.OPTUNA_STUDY)
+        if prefix is None:
+            raise ConfigError(f"search run {run_id} has no Optuna studies to continue")
+        studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
+        reopen_search_run(uri, run_id)
+        # Tune's run of a search cannot take more trials once it ended: each continuation is
+        # a Tune run of its own beside it, reporting to the same parent run and studies.
+        name = f"{experiment.name}+{time.strftime('%Y%m%d-%H%M%S')}"
+    else:
+        experiment_id, run_id = start_search_run(
+            uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
+            dataset_fingerprint(metadata))
+        _write_parent(experiment_dir, experiment_id, run_id)
+        prefix = _study_prefix(optuna_storage, experiment.name, run_id)
+        studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
+    client = MlflowClient(uri)
+    client.set_tag(run_id, schema.OPTUNA_STORAGE, public_url(optuna_url))
+    client.set_tag(run_id, schema.OPTUNA_STUDY, prefix)
+    client.set_tag(run_id, schema.SAMPLER, describe_sampler(experiment.sampler))
     callback = MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset)
     progress = SearchProgress(
-        {pair: experiment.trials_per_pair for pair in experiment.pairs()},
+        budgets,
         {pair: trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
                                    experiment.method_params, defaults)
          for pair in experiment.pairs()},
         callback, time_budget_s=experiment.time_budget_s)
-    searcher = ConcurrencyLimiter(_searcher(experiment, spaces),
-                                  max_concurrent=experiment.max_concurrent)
+    searcher = ConcurrencyLimiter(
+        _searcher(experiment, spaces, optuna_storage, studies, budgets,
+                  RunLookup(uri, experiment_id, run_id), continued),
+        max_concurrent=experiment.max_concurrent)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=_scheduler(experiment),
-            num_samples=len(experiment.pairs()) * experiment.trials_per_pair,
+            num_samples=sum(budgets.values()),
             time_budget_s=experiment.time_budget_s,
             reuse_actors=True,  # no new worker process (and imports) per trial
         ),
         run_config=tune.RunConfig(
-            name=experiment.name, storage_path=storage,
+            name=name, storage_path=storage,
             callbacks=[callback, progress],
             failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
@@ -274,6 +336,69 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         ),
     )
     return tuner, experiment_id, run_id
+
+
+def _study_prefix(storage: optuna.storages.BaseStorage, name: str, run_id: str) -> str:
+    """The search's name, or, when a search of that name already has studies in the
+    storage, the name with its parent run's id: one study per (search, pair)."""
+    taken = {s.study_name.rsplit("/", 2)[0] for s in optuna.get_all_study_summaries(storage)}
+    return name if name not in taken else f"{name}~{run_id[:8]}"
+
+
+def _studies(experiment: Experiment, spaces: dict[str, SearchSpace],
+             storage: optuna.storages.BaseStorage, prefix: str, run_id: str,
+             continued: bool) -> dict[str, optuna.Study]:
+    """Every pair's study, created or (continued) checked against today's spaces."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return {pair: prepare_study(storage, prefix, pair, experiment.sampler,
+                                    spaces[pair.split("/")[0]], run_id, continued)
+                for pair in experiment.pairs()}
+    except ValueError as error:
+        raise ConfigError(f"{experiment.name}: {error}") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _close_studies(uri: str, run_id: str, url: str, pairs: list[str],
+                   summary: dict[str, Any]) -> None:
+    """Optuna's plots of every study on the parent run, and where to open the studies."""
+    prefix = MlflowClient(uri).get_run(run_id).data.tags[schema.OPTUNA_STUDY]
+    storage = open_storage(url)
+    studies = {pair: optuna.load_study(study_name=study_name(prefix, pair), storage=storage)
+               for pair in pairs}
+    summary["optuna"] = {"storage": public_url(url),
+                         "studies": {pair: s.study_name for pair, s in studies.items()},
+                         "trials": {pair: len(s.trials) for pair, s in studies.items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        if plot_studies(studies, Path(tmp)):
+            MlflowClient(uri).log_artifacts(run_id, tmp, schema.OPTUNA_FOLDER)
+    say(f"Optuna studies ({', '.join(s.study_name for s in studies.values())}): "
+        f"{dashboard_command(url)}")
+
+
+def _merge_previous(uri: str, run_id: str, summary: dict[str, Any]) -> None:
+    """A continued search's summary covers the search it continues too: the best per pair
+    over both, trial counts added."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                   artifact_path=schema.SUMMARY_JSON,
+                                                   dst_path=tmp, tracking_uri=uri)
+        previous = json.loads(Path(path).read_text())
+    for pair, best in previous.get("best", {}).items():
+        if pair not in summary["best"] or best["score"] > summary["best"][pair]["score"]:
+            summary["best"][pair] = best
+    for pair, counts in previous.get("pairs", {}).items():
+        mine = summary["pairs"].setdefault(pair, dict.fromkeys(counts, 0))
+        for key, value in counts.items():
+            mine[key] = mine.get(key, 0) + value
+    for key in ("trials", "failed"):
+        summary[key] += previous.get(key, 0)
+    summary["trial_seconds"] = previous.get("trial_seconds", []) + summary["trial_seconds"]
+    summary["continued"] = previous.get("continued", 0) + 1
 
 
 def _parent_file(experiment_dir: str) -> str:

@@ -1,0 +1,109 @@
+"""The Optuna side of a search persists: a finished search's studies open with Optuna's own
+API from their storage, every trial names its MLflow run and Tune trial, the parent run names
+the studies and carries their plots, and a later search continues them (warm start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from wsol.common import tracking_schema as schema
+from wsol.search.experiment import experiment_from_dict
+from wsol.search.runner import run_search
+from wsol.search.studies import JOURNAL_NAME, MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
+from wsol.trial.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _values(tiny_synth: Path, tmp: Path, **changes: Any) -> dict[str, Any]:
+    return {
+        "name": "studies", "dataset": "synthetic", "data_root": str(tiny_synth),
+        "synthetic_preset": None, "methods": ["cam"], "backbones": ["tiny"],
+        "trials_per_pair": 3, "max_concurrent": 2, "scheduler": {"type": "fifo"},
+        "search_spaces": str(REPO / "search_spaces"), "storage_path": str(tmp / "ray"),
+        "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 1,
+                  "ivr_percentiles": [30.0]},
+        **changes,
+    }
+
+
+def _children(client: MlflowClient, parent: str, experiment_id: str) -> dict[str, Any]:
+    runs = client.search_runs([experiment_id], f"tags.`{schema.PARENT}` = '{parent}'")
+    return {r.info.run_id: r for r in runs}
+
+
+def test_studies_persist_link_mlflow_and_continue(tiny_synth: Path, tmp_path: Path,
+                                                  local_ray: None) -> None:
+    experiment = experiment_from_dict(_values(tiny_synth, tmp_path))
+    summary = run_search(experiment)
+    uri = summary["tracking_uri"]
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["parent_run_id"])
+    journal = tmp_path / "ray" / "studies" / JOURNAL_NAME
+    assert parent.data.tags[schema.OPTUNA_STORAGE] == str(journal)
+    assert parent.data.tags[schema.OPTUNA_STUDY] == "studies"
+    assert parent.data.tags[schema.SAMPLER].startswith("tpe")
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, schema.OPTUNA_FOLDER)}
+    assert f"{schema.OPTUNA_FOLDER}/cam-tiny_history.png" in plots
+
+    # Optuna's API alone, on the storage: every trial with its MLflow run and Tune trial.
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="studies/cam/tiny", storage=storage)
+    children = _children(client, parent.info.run_id, summary["experiment_id"])
+    assert len(study.trials) == 3 == len(children)
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        run = children[trial.user_attrs[MLFLOW_RUN_ATTR]]
+        assert run.data.tags[schema.RAY_TRIAL_ID] == trial.user_attrs[RAY_TRIAL_ATTR]
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
+    assert {t.user_attrs[MLFLOW_RUN_ATTR] for t in study.trials} == set(children)
+
+    # Warm start, with another sampler: two more trials in the same study and parent run.
+    more = experiment_from_dict(_values(tiny_synth, tmp_path, sampler="gp"))
+    continued = run_search(more, more_trials=2)
+    assert continued["parent_run_id"] == parent.info.run_id
+    assert continued["trials"] == 5 and continued["pairs"]["cam/tiny"]["trials"] == 5
+    study = optuna.load_study(study_name="studies/cam/tiny", storage=storage)
+    children = _children(client, parent.info.run_id, summary["experiment_id"])
+    assert len(study.trials) == 5 == len(children)
+    assert {t.user_attrs[MLFLOW_RUN_ATTR] for t in study.trials} == set(children)
+    numbers = sorted(int(r.data.tags[schema.TRIAL_NUMBER]) for r in children.values())
+    assert numbers == [1, 2, 3, 4, 5]
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[schema.SAMPLER].startswith("gp")
+    assert parent.data.metrics[schema.TRIALS] == 5
+    assert parent.data.metrics[schema.best_metric("cam/tiny")] == max(
+        t.value for t in study.trials)
+
+    # A continued search keeps its space: another lr range is refused before anything runs.
+    narrowed = experiment_from_dict(_values(tiny_synth, tmp_path,
+                                            param_ranges={"lr": {"low": 1e-3, "high": 1e-2}}))
+    with pytest.raises(ConfigError, match="another space"):
+        run_search(narrowed, more_trials=1)
+    assert len(optuna.load_study(study_name="studies/cam/tiny", storage=storage).trials) == 5
+
+    # A new search of the same name, its studies in the same storage: studies of its own.
+    again = run_search(experiment_from_dict(_values(
+        tiny_synth, tmp_path, storage_path=str(tmp_path / "again"), trials_per_pair=1,
+        optuna_storage=str(journal))))
+    prefix = client.get_run(again["parent_run_id"]).data.tags[schema.OPTUNA_STUDY]
+    assert prefix == f"studies~{again['parent_run_id'][:8]}"
+    assert len(optuna.load_study(study_name=f"{prefix}/cam/tiny", storage=storage).trials) == 1
+    assert len(optuna.load_study(study_name="studies/cam/tiny", storage=storage).trials) == 5

@@ -1,0 +1,211 @@
+"""The Optuna side of a search, persisted: one study per (search, pair) in a storage that the
+driver reaches, samplers by name, and what links a study's trials to Tune and MLflow.
+
+A study outlives its search: `optuna-dashboard` and `optuna.visualization` open it, a later
+search continues it (warm start), and `--restore` finds the told trials in it. The default
+storage is a journal file beside the search's local state (no server, appends only, safe
+for the one driver that writes it); an RDB URL (`postgresql://...`, `sqlite:///...`) in the
+experiment puts the studies of a cluster's searches in one database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from wsol.common import tracking_schema as schema
+from wsol.search.space import SearchSpace
+
+JOURNAL_NAME = "optuna.journal"
+# User attributes: each trial's Tune trial id and MLflow run id; each study's search, pair,
+# sampler and search-space signature (a continued search must search the same space).
+RAY_TRIAL_ATTR = "ray_trial_id"
+MLFLOW_RUN_ATTR = "mlflow_run_id"
+SEARCH_ATTR, PAIR_ATTR, SAMPLER_ATTR, SPACE_ATTR = "search", "pair", "sampler", "search_space"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+
+
+def storage_url(configured: str | None, local_state: Path) -> str:
+    """The experiment's RDB URL, else the journal file in the search's local state folder."""
+    return configured or str(local_state / JOURNAL_NAME)
+
+
+def open_storage(url: str) -> BaseStorage:
+    """A journal file for a path, an RDB storage (SQLAlchemy URL) otherwise."""
+    if "://" in url:
+        return RDBStorage(url)
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(url))
+
+
+def public_url(url: str) -> str:
+    """The URL without its password: what the parent run and the console show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def study_name(search: str, pair: str) -> str:
+    """`<search name>/<method>/<backbone>`: one study per pair, several searches per storage."""
+    return f"{search}/{pair}"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The experiment's sampler by name, seeded per pair.
+
+    TPE is multivariate and grouped (the conditional parameters of a space are modelled
+    jointly where they co-occur); GP is Optuna's Gaussian-process BO; CMA-ES falls back to
+    independent random sampling for categorical parameters; QMC is a scrambled Sobol
+    sequence (space-filling random search).
+    """
+    samplers = optuna.samplers
+    if name == "tpe":
+        with warnings.catch_warnings():  # `group` is marked experimental since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "random":
+        return samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401  (CmaEsSampler needs it at the first relative sample)
+        except ImportError:
+            raise ImportError("sampler cmaes needs the cmaes package: pip install 'wsol[optuna]'"
+                              ) from None
+        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                   warn_independent_sampling=False)
+    raise ValueError(f"unknown sampler {name!r}")
+
+
+def describe_sampler(name: str) -> str:
+    """What the parent run records: the name and the options that matter."""
+    return {"tpe": "tpe (TPESampler multivariate, group)", "random": "random (RandomSampler)",
+            "gp": "gp (GPSampler)", "cmaes": "cmaes (CmaEsSampler)",
+            "qmc": "qmc (QMCSampler sobol, scrambled)"}[name]
+
+
+def space_signature(space: SearchSpace) -> str:
+    """The searched parameters and fixed values, as JSON (sources left out: prose only)."""
+    params = [{k: v for k, v in dataclasses.asdict(p).items() if k != "source"}
+              for p in space.params]
+    return json.dumps({"method": space.method, "params": params, "fixed": space.fixed},
+                      sort_keys=True, default=str)
+
+
+def prepare_study(storage: BaseStorage, search: str, pair: str, sampler: str,
+                  space: SearchSpace, parent_run_id: str, resume: bool) -> optuna.Study:
+    """Creates the pair's study (a new search) or checks the one a search continues: the
+    same space, else a ConfigError-like ValueError before anything runs."""
+    name = study_name(search, pair)
+    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if exists and not resume:
+        raise ValueError(f"Optuna study {name!r} exists already; continue it with "
+                         "--more-trials, or give the search a new name")
+    if resume and not exists:
+        raise ValueError(f"no Optuna study {name!r} to continue: a continued search keeps "
+                         "its pairs")
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                load_if_exists=True)
+    signature = space_signature(space)
+    if exists:
+        recorded = study.user_attrs.get(SPACE_ATTR)
+        if recorded != signature:
+            raise ValueError(f"Optuna study {name!r} searched another space than "
+                             f"{space.path} now defines; a continued search keeps its space")
+    else:
+        for key, value in ((SEARCH_ATTR, search), (PAIR_ATTR, pair), (SPACE_ATTR, signature),
+                           (PARENT_RUN_ATTR, parent_run_id)):
+            study.set_user_attr(key, value)
+    study.set_user_attr(SAMPLER_ATTR, sampler)
+    return study
+
+
+def finished_trials(storage: BaseStorage, search: str, pair: str) -> int:
+    """Trials of the pair's study that ended (complete, pruned or failed): the budget a
+    continued search has already spent."""
+    study = optuna.load_study(study_name=study_name(search, pair), storage=storage)
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def dashboard_command(url: str) -> str:
+    """The shell command that opens the search's studies in optuna-dashboard."""
+    return f"optuna-dashboard {shlex.quote(public_url(url))}"
+
+
+def study_links(study: optuna.Study) -> list[dict[str, Any]]:
+    """Per trial: number, state, value, and its Tune trial and MLflow run."""
+    return [{"number": t.number, "state": t.state.name, "value": t.value,
+             RAY_TRIAL_ATTR: t.user_attrs.get(RAY_TRIAL_ATTR),
+             MLFLOW_RUN_ATTR: t.user_attrs.get(MLFLOW_RUN_ATTR)}
+            for t in study.get_trials(deepcopy=False)]
+
+
+@dataclass(frozen=True)
+class RunLookup:
+    """A Tune trial's MLflow run id, found by the trial id tag under the search's parent run
+    (the driver's MLflow callback makes the run when the trial starts)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def __call__(self, trial_id: str) -> str | None:
+        runs = MlflowClient(self.tracking_uri).search_runs(
+            [self.experiment_id],
+            f"tags.`{schema.PARENT}` = '{self.parent_run_id}' "
+            f"and tags.`{schema.RAY_TRIAL_ID}` = '{trial_id}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+
+PLOTS = {"history": "plot_optimization_history", "parallel": "plot_parallel_coordinate",
+         "importances": "plot_param_importances"}
+
+
+def plot_studies(studies: dict[str, optuna.Study], folder: Path) -> list[Path]:
+    """Optuna's matplotlib plots of every pair's study (no plotly needed): optimisation
+    history, parallel coordinates, parameter importances, as `<method>-<backbone>_<plot>.png`.
+    A plot that the study cannot make yet (too few complete trials) is left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for pair, study in studies.items():
+        complete = [t for t in study.get_trials(deepcopy=False)
+                    if t.state == optuna.trial.TrialState.COMPLETE]
+        for plot, function in PLOTS.items():
+            if len(complete) < (2 if plot == "importances" else 1):
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                try:
+                    axes = getattr(plots, function)(study)
+                except (ValueError, RuntimeError, ZeroDivisionError):
+                    continue  # e.g. importances of a study whose values are all equal
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            path = folder / f"{pair.replace('/', '-')}_{plot}.png"
+            figure.savefig(path, dpi=90, bbox_inches="tight")
+            plt.close(figure)
+            written.append(path)
+    return written
