@@ -86,10 +86,11 @@ def s3_server(workdir: Path) -> Iterator[str]:
 
 @contextmanager
 def mlflow_server(workdir: Path, s3_endpoint: str | None = None, app: str | None = None,
-                  env: dict[str, str] | None = None) -> Iterator[str]:
+                  env: dict[str, str] | None = None, port: int | None = None) -> Iterator[str]:
     """`mlflow server` on SQLite, proxying artifacts to s3://BUCKET/mlflow (or to a folder
-    without `s3_endpoint`), optionally as one of MLflow's apps (`basic-auth`); yields its URI."""
-    port = free_port()
+    without `s3_endpoint`), optionally as one of MLflow's apps (`basic-auth`); yields its URI.
+    The same `workdir` and `port` restart it on the same store and address."""
+    port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {**os.environ, **(aws_env(s3_endpoint) if s3_endpoint else {}), **(env or {})}
     artifacts = f"s3://{BUCKET}/mlflow" if s3_endpoint else str(workdir / "mlflow-artifacts")
@@ -106,6 +107,36 @@ def bucket_objects(endpoint: str) -> dict[str, bytes]:
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
             for o in page.get("Contents", [])]
     return {key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
+
+
+def kill_mlflow_server(workdir: Path) -> None:
+    """SIGKILL the `mlflow server` of `workdir` (and its workers), as a crash would end it."""
+    kill_processes_mentioning(str(workdir / "mlflow.db"))
+
+
+def ray_workers(temp_dir: str, title: str = "ray::ImplicitFunc") -> dict[int, str]:
+    """The worker processes (by process title) of the nodes under `temp_dir`, each with its
+    node's folder name (`h`, `w0`, ...): a raylet's children, found by the raylet's command
+    line, so another Ray instance on the machine is never touched."""
+    raylets: dict[int, str] = {}
+    parents: dict[int, int] = {}
+    titles: dict[int, bytes] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        titles[pid] = cmdline
+        if b"raylet" in cmdline.split(b"\0")[0] and temp_dir.encode() in cmdline:
+            node = cmdline.split(temp_dir.encode() + b"/", 1)[1].split(b"/", 1)[0]
+            raylets[pid] = node.decode()
+    return {pid: raylets[parent] for pid, parent in parents.items()
+            if parent in raylets and titles[pid].startswith(title.encode())}
 
 
 def kill_processes_mentioning(marker: str) -> None:

@@ -19,13 +19,17 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Run, RunStatus, ViewType
+import requests
+from mlflow.entities import Metric, Param, Run, RunStatus, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
-from ray.tune import Callback
+from ray.tune import Callback, Checkpoint
 from ray.tune.experiment import Trial
 
 from wsol.common import tracking_schema as schema
@@ -39,6 +43,13 @@ ARTIFACTS = ("best.pt", schema.METRICS_JSON, *schema.PICTURES)
 # MLflow 3.17's UI picks the view from one global GenAI / Model training switch (browser
 # storage, GenAI by default) rather than from the tag; this query opens the model view.
 UI_QUERY = "workflowType=machine_learning"
+# While MLflow is unreachable the driver retries its queued records this often.
+RETRY_S = 5.0
+OUTAGE_LIMIT_ENV = "WSOL_TRACKING_OUTAGE_LIMIT_S"
+DEFAULT_OUTAGE_LIMIT_S = 900.0
+# Failures MLflow reports without a 5xx status that pass: a store locked by another writer.
+_TRANSIENT_TEXTS = ("database is locked", "Max retries exceeded", "Connection refused",
+                    "Read timed out", "Connection aborted")
 
 
 def tracking_uri(given: str | None = None) -> str:
@@ -200,7 +211,53 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class TrackingUnavailable(MlflowException):
+    """The tracking store stayed unreachable past the outage limit: the search stops, its Ray
+    state and its unlogged records kept for `--restore`. An MlflowException, so the command
+    line prints its message alone (no traceback)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=TEMPORARILY_UNAVAILABLE)
+
+
+def outage_limit_s() -> float:
+    """How long the driver keeps a search going while MLflow is unreachable
+    ($WSOL_TRACKING_OUTAGE_LIMIT_S, default 15 minutes): a server restart or a bad minute of S3
+    is ridden out, a store that is gone for good stops the search instead of training blind."""
+    return float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_OUTAGE_LIMIT_S))
+
+
+def transient(error: BaseException) -> bool:
+    """A failure that a later attempt can get past: no connection, a server error, a timeout,
+    S3 unreachable behind the server, SQLite locked by another writer. A refusal (4xx: bad
+    value, missing run) is not."""
+    if isinstance(error, MlflowException):
+        if error.get_http_status_code() >= 500:
+            return True
+        return any(text in str(error) for text in _TRANSIENT_TEXTS)
+    if isinstance(error, requests.RequestException | OSError | TimeoutError):
+        return True
+    return type(error).__module__.split(".")[0] in ("botocore", "boto3", "urllib3")
+
+
+def _quick_failing_http() -> None:
+    """MLflow's client retries a request 7 times with exponential backoff (minutes in all)
+    before it raises; the callback retries on its own between Tune steps instead, so that an
+    outage never blocks the search loop. A user's own settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 class MLflowTrialCallback(Callback):
+    """Logs each trial to its child run. Every record goes through a queue that is written
+    in order: while MLflow (or S3 behind it) is unreachable the queue waits and the search
+    goes on; it is retried every few seconds, saved with Tune's experiment state (so a
+    restored search still logs it), and a search that cannot log for longer than the outage
+    limit stops. Records are idempotent on retry (a run is looked up by trial id before it
+    is created; a metric repeats its timestamp, which MLflow stores once), and an epoch a
+    trial repeats after losing its worker is logged once (the first time)."""
+
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
                  dataset: str):
         self.tracking_uri = tracking_uri
@@ -210,10 +267,23 @@ class MLflowTrialCallback(Callback):
         self.runs: dict[str, str] = {}
         self.names: dict[str, str] = {}
         self.placed: set[str] = set()
+        self.pending: list[Record] = []
+        self.steps: dict[str, int] = {}
+        self.outage_since: float | None = None
+        self.last_attempt = 0.0
+        self.gave_up = False
 
     @property
     def client(self) -> MlflowClient:
+        _quick_failing_http()
         return MlflowClient(self.tracking_uri)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"pending": list(self.pending), "steps": dict(self.steps)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.pending = list(state.get("pending", []))
+        self.steps = dict(state.get("steps", {}))
 
     def run_of(self, trial_id: str) -> Run | None:
         existing = self.client.search_runs(
@@ -243,7 +313,7 @@ class MLflowTrialCallback(Callback):
         numbers = [int(r.data.tags.get(schema.TRIAL_NUMBER, 0)) for r in runs]
         return max(numbers, default=0) + 1
 
-    def _run_for(self, trial: Trial) -> str:
+    def _run_for(self, trial: TrialInfo) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         client = self.client
@@ -251,7 +321,11 @@ class MLflowTrialCallback(Callback):
         if run is not None:
             run_id = run.info.run_id
             self.names[trial.trial_id] = run.info.run_name
-            client.update_run(run_id, "RUNNING")
+            if run.info.status != "RUNNING":
+                client.update_run(run_id, "RUNNING")
+            if run_id not in self.steps:
+                history = client.get_metric_history(run_id, _EPOCH_METRIC)
+                self.steps[run_id] = max((m.step for m in history), default=-1)
         else:
             pair = trial.config[PAIR_KEY]
             method, backbone = pair.split("/")
@@ -259,50 +333,151 @@ class MLflowTrialCallback(Callback):
             name = trial_run_name(pair, number)
             run_id = client.create_run(self.experiment_id, run_name=name, tags={
                 schema.PARENT: self.parent_run_id, schema.RAY_TRIAL_ID: trial.trial_id,
-                schema.TRIAL_NUMBER: str(number), schema.RAY_TRIAL_NAME: str(trial),
+                schema.TRIAL_NUMBER: str(number), schema.RAY_TRIAL_NAME: trial.name,
                 schema.KIND: schema.TRIAL, schema.METHOD: method, schema.BACKBONE: backbone,
                 schema.DATASET: self.dataset, schema.SELECTION_SPLIT: SELECTION_SPLIT,
             }).info.run_id
             self.names[trial.trial_id] = name
-            for key, value in _flat("", trial.config).items():
-                client.log_param(run_id, key, value)
+            client.log_batch(run_id, params=[Param(k, v)
+                                             for k, v in _flat("", trial.config).items()])
         self.runs[trial.trial_id] = run_id
         return run_id
 
+    # The Tune hooks only queue records; _flush writes them.
+
+    def _queue(self, kind: str, trial: Trial, **data: Any) -> None:
+        info = TrialInfo(trial.trial_id, dict(trial.config), str(trial))
+        self.pending.append(Record(kind, info, data))
+        self._flush()
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
-        self._run_for(trial)
+        self._queue("start", trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict, **info: Any) -> None:
-        run_id = self._run_for(trial)
-        if result.get("node_id") and trial.trial_id not in self.placed:
-            self.client.set_tag(run_id, schema.RAY_NODE_ID, result["node_id"])
-            self.placed.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = {schema.per_epoch(k): float(v) for k, v in result.items()
                    if k in _METRICS and v is not None}
-        self.client.log_batch(run_id, metrics=[
-            mlflow.entities.Metric(k, v, int(result.get("timestamp", 0)) * 1000, step)
-            for k, v in metrics.items()
-        ])
+        self._queue("result", trial, step=step, metrics=metrics,
+                    timestamp=int(result.get("timestamp", 0)) * 1000,
+                    node_id=result.get("node_id"))
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        from wsol.search.progress import say
+
+        say(f"{self.name_of(trial)} lost its worker; retry {trial.num_failures} of "
+            f"{trial.max_failures} from its last checkpoint")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
                           **info: Any) -> None:
-        self._close(trial, error=None)
+        self._queue("close", trial, error=None, checkpoint=trial.checkpoint, stamp=_now_ms())
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
         # Ray writes the error text after this hook; on_experiment_end adds it as the reason.
-        self._close(trial, error="trial failed")
+        self._queue("close", trial, error="trial failed", checkpoint=trial.checkpoint,
+                    stamp=_now_ms())
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self._flush()
+        self._check_outage()
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        if self.gave_up:  # the search is stopping for the outage: its state keeps the rest
+            return
         for trial in trials:
             error = trial.get_error() if trial.status == Trial.ERROR else None
             if error:
-                self.client.set_tag(self._run_for(trial), schema.FAILURE_REASON,
-                                    _reason(str(error)))
-        self._retire_orphans({trial.trial_id for trial in trials})
+                tries = f"{trial.num_failures} failures (max_failures {trial.max_failures}): " \
+                    if trial.max_failures else ""
+                self._queue("reason", trial, reason=tries + _reason(str(error)))
+        self.pending.append(Record("orphans", TrialInfo("", {}, ""),
+                                   {"known": {trial.trial_id for trial in trials}}))
+        while True:
+            self._flush()
+            if not self.pending:
+                return
+            self._check_outage()
+            time.sleep(RETRY_S)
+
+    def _flush(self) -> None:
+        """Writes the queued records in order; on a transient failure keeps them for the next
+        try, at most every RETRY_S."""
+        if self.outage_since is not None and time.time() - self.last_attempt < RETRY_S:
+            return
+        while self.pending:
+            self.last_attempt = time.time()
+            try:
+                self._write(self.pending[0])
+            except Exception as error:
+                if not transient(error):
+                    self.pending.pop(0)
+                    raise
+                self._outage(error)
+                return
+            self.pending.pop(0)
+            if self.outage_since is not None:
+                self._recovered()
+
+    def _outage(self, error: BaseException) -> None:
+        from wsol.search.progress import say
+
+        if self.outage_since is None:
+            self.outage_since = time.time()
+            say(f"MLflow at {self.tracking_uri} unreachable ({_reason(str(error))[:200]}); "
+                f"the search goes on and its records wait (up to {outage_limit_s():.0f} s)",
+                error=True)
+
+    def _check_outage(self) -> None:
+        """Stops the search (from a Tune step, where an exception ends fit()) once MLflow has
+        been unreachable for longer than the limit."""
+        if self.outage_since is None:
+            return
+        away = time.time() - self.outage_since
+        if away <= outage_limit_s():
+            return
+        self.gave_up = True
+        raise TrackingUnavailable(
+            f"MLflow at {self.tracking_uri} unreachable for {away:.0f} s (limit "
+            f"{outage_limit_s():.0f} s, ${OUTAGE_LIMIT_ENV}); the search stopped with "
+            f"{len(self.pending)} records not yet logged, kept in its Ray state. When MLflow "
+            "is back, run the same search command with --restore to resume it and log them.")
+
+    def _recovered(self) -> None:
+        from wsol.search.progress import say
+
+        assert self.outage_since is not None
+        say(f"MLflow reachable again after {time.time() - self.outage_since:.0f} s; "
+            f"{len(self.pending)} records still to log", error=True)
+        self.outage_since = None
+
+    def _write(self, record: Record) -> None:
+        if record.kind == "orphans":
+            self._retire_orphans(record.data["known"])
+            return
+        run_id = self._run_for(record.trial)
+        client = self.client
+        if record.kind == "result":
+            self._log_result(client, run_id, record.trial.trial_id, record.data)
+        elif record.kind == "close":
+            self._close(client, run_id, record.data)
+        elif record.kind == "reason":
+            client.set_tag(run_id, schema.FAILURE_REASON, record.data["reason"])
+
+    def _log_result(self, client: MlflowClient, run_id: str, trial_id: str,
+                    data: dict[str, Any]) -> None:
+        """An epoch already logged (a trial that lost its worker repeats the epochs after its
+        last checkpoint) is skipped: each step of a run's history is one evaluation."""
+        if data["node_id"] and trial_id not in self.placed:
+            client.set_tag(run_id, schema.RAY_NODE_ID, data["node_id"])
+            self.placed.add(trial_id)
+        if data["step"] <= self.steps.get(run_id, -1):
+            return
+        client.log_batch(run_id, metrics=[Metric(k, v, data["timestamp"], data["step"])
+                                          for k, v in data["metrics"].items()])
+        self.steps[run_id] = data["step"]
 
     def _retire_orphans(self, known: set[str]) -> None:
         """Child runs that a killed driver made for trials Ray had not saved yet: the restored
@@ -321,19 +496,19 @@ class MLflowTrialCallback(Callback):
                 client.set_terminated(run.info.run_id, "KILLED")
                 client.delete_run(run.info.run_id)
 
-    def _close(self, trial: Trial, error: str | None) -> None:
-        run_id = self._run_for(trial)
-        client = self.client
+    def _close(self, client: MlflowClient, run_id: str, data: dict[str, Any]) -> None:
+        error: str | None = data["error"]
+        checkpoint: Checkpoint | None = data["checkpoint"]
         if error is not None:
             client.set_tag(run_id, schema.FAILURE_REASON, _reason(error))
-        checkpoint = trial.checkpoint
         if checkpoint is not None:
             with checkpoint.as_directory() as saved:
-                self._log_selection(client, run_id, Path(saved))
+                self._log_selection(client, run_id, Path(saved), data["stamp"])
         status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
         client.set_terminated(run_id, status)
 
-    def _log_selection(self, client: MlflowClient, run_id: str, saved: Path) -> None:
+    def _log_selection(self, client: MlflowClient, run_id: str, saved: Path,
+                       stamp: int) -> None:
         summary_path = saved / schema.METRICS_JSON
         if not summary_path.exists():
             return
@@ -344,13 +519,32 @@ class MLflowTrialCallback(Callback):
             client.set_tag(run_id, schema.SELECTED_EPOCH, str(summary["selected_epoch"]))
         for key in schema.CHOICES:
             client.set_tag(run_id, schema.selected(key), str(selected.get(key)))
-        for key, value in selected.items():
-            if key in _METRICS and value is not None:
-                client.log_metric(run_id, schema.selected_metric(key), float(value))
+        client.log_batch(run_id, metrics=[
+            Metric(schema.selected_metric(key), float(value), stamp, 0)
+            for key, value in selected.items() if key in _METRICS and value is not None])
         for name in ARTIFACTS:
             if (saved / name).exists():
                 client.log_artifact(run_id, str(saved / name),
                                     schema.CHECKPOINT_FOLDER if name.endswith(".pt") else None)
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What a record needs of its trial to find or make its run (picklable, unlike a Trial)."""
+
+    trial_id: str
+    config: dict[str, Any]
+    name: str
+
+
+@dataclass
+class Record:
+    """One queued write: start (make or find the run), result (one epoch), close, reason (a
+    failed trial's error), orphans (retire runs Ray does not know)."""
+
+    kind: str
+    trial: TrialInfo
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def _reason(error: str) -> str:
@@ -360,3 +554,4 @@ def _reason(error: str) -> str:
 
 
 _METRICS = set(schema.TRIAL_METRICS)
+_EPOCH_METRIC = schema.per_epoch("epoch")  # logged at every evaluation: a run's last step
