@@ -71,13 +71,18 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     TPE is multivariate and grouped (the conditional parameters of a space are modelled
     jointly where they co-occur); GP is Optuna's Gaussian-process BO; CMA-ES falls back to
     independent random sampling for categorical parameters; QMC is a scrambled Sobol
-    sequence (space-filling random search).
+    sequence (space-filling random search). TPE's `group` and QMC are marked experimental by
+    Optuna (since 2.8 and 3.0): the warnings say nothing to the user of a search.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(name, seed)
+
+
+def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     samplers = optuna.samplers
     if name == "tpe":
-        with warnings.catch_warnings():  # `group` is marked experimental since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "random":
         return samplers.RandomSampler(seed=seed)
     if name == "gp":
