@@ -8,7 +8,9 @@ mistakes to name, not strings to coerce (an int where a float is meant is still 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -16,6 +18,21 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's numbers: PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as
+    a string, so `lr: 1e-3` in a file or `--set lr=1e-3` would be refused as not a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+.0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Every YAML file and value the tool reads goes through here."""
+    return yaml.load(text, Loader=_Loader)
 
 T = TypeVar("T")
 
@@ -107,6 +124,19 @@ def check_value(annotation: Any, value: Any, source: str, key: str) -> Any:
         return TypeAdapter(annotation, config=ConfigDict(strict=True)).validate_python(value)
     except ValidationError as error:
         raise describe(error.errors()[0], source, key) from None
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A configuration file's top level (empty: no keys), or a one-line ConfigError."""
+    try:
+        data = read_yaml(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data or {}
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:

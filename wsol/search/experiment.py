@@ -7,7 +7,6 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
@@ -15,13 +14,13 @@ import wsol.methods  # registers the methods
 import wsol.models.backbones  # noqa: F401  (registers the backbones)
 from wsol.common.factories import Factories
 from wsol.common.paths import expand, project_file
-from wsol.common.typed_config import STRICT, ConfigError, build, check_value, yaml_problem
+from wsol.common.typed_config import STRICT, ConfigError, build, check_value, read_mapping
 from wsol.data.synthetic import PRESETS
 from wsol.methods.base import METHODS
 from wsol.models.backbones import BACKBONES
 from wsol.search.pairs import pair_name
 from wsol.trial.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
-from wsol.trial.config import TrialConfig, config_from_dict, paths_relative_to_file, read_yaml
+from wsol.trial.config import TrialConfig, config_from_dict, paths_relative_to_file
 
 # Which row of the papers' default tables a dataset takes (fine-grained birds against the
 # general-object sets; the synthetic classes differ by one small part, like CUB's).
@@ -206,15 +205,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     source = "command line"
     if path is not None:
         source = str(path)
-        try:
-            loaded = read_yaml(Path(path).read_text()) or {}
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read experiment: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        loaded = paths_relative_to_file(loaded, FILE_RELATIVE_KEYS, Path(path))
+        loaded = paths_relative_to_file(read_mapping(path), FILE_RELATIVE_KEYS, Path(path))
         if isinstance(loaded.get("trial"), dict):
             loaded["trial"] = paths_relative_to_file(loaded["trial"], TRIAL_FILE_KEYS, Path(path))
         values.update(loaded)

@@ -13,12 +13,11 @@ from typing import Annotated, Any, Literal
 
 import optuna
 import pydantic
-import yaml
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.common.typed_config import STRICT, ConfigError, build, yaml_problem
+from wsol.common.typed_config import STRICT, ConfigError, build, read_mapping
 from wsol.methods.base import METHODS
-from wsol.trial.config import TrialConfig, read_yaml
+from wsol.trial.config import TrialConfig
 
 TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "params"}
 # What a row of authors' defaults is chosen by: the dataset family (fine-grained CUB against
@@ -143,15 +142,7 @@ def _fail(path: Path, key: str, message: str) -> ConfigError:
 
 
 def _read(path: Path) -> SpaceFile:
-    try:
-        data = read_yaml(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return build(SpaceFile, data, str(path))
+    return build(SpaceFile, read_mapping(path), str(path))
 
 
 def _param(path: Path, name: str, spec: ParamSpec | dict[str, Any]) -> Param:

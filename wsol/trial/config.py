@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
@@ -23,24 +22,9 @@ from wsol.common.typed_config import (
     OverrideError,
     build,
     check_value,
-    yaml_problem,
+    read_mapping,
+    read_yaml,
 )
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2's numbers: PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as
-    a string, so `lr: 1e-3` in a file or `--set lr=1e-3` would be refused as not a number."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+.0123456789"))
-
-
-def read_yaml(text: str) -> Any:
-    """Every YAML file and value the tool reads goes through here."""
-    return yaml.load(text, Loader=_Loader)
-
 
 SELECTION_METRICS = (protocol.AUTO, *protocol.SELECTION_METRICS)
 __all__ = ["ConfigError", "OverrideError", "TrialConfig", "apply_overrides", "config_from_dict",
@@ -146,15 +130,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     source = "command line"
     if path is not None:
         source = str(path)
-        try:
-            loaded = read_yaml(Path(path).read_text())
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-        values.update(paths_relative_to_file(loaded or {}, FILE_RELATIVE_KEYS, Path(path)))
+        values.update(paths_relative_to_file(read_mapping(path), FILE_RELATIVE_KEYS, Path(path)))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(values, source)
 
