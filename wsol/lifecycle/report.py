@@ -23,17 +23,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
-from wsol.lifecycle import report_compare, robustness, runs
+from wsol.lifecycle import figures, report_compare, robustness, runs
 from wsol.search.tracking import ensure_experiment
 
 METRICS = protocol.SELECTION_METRICS
@@ -182,7 +178,7 @@ def plot_threshold_curves(client: MlflowClient, results: list[PairResult], out: 
             groups[(result.pair.dataset, result.pair.backbone)].append(result)
     written = []
     for (dataset, backbone), members in groups.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = figures.plt.subplots(figsize=(6, 4))
         for result in members:
             run_id = result.best.info.run_id
             if schema.CURVES_JSON not in {a.path for a in client.list_artifacts(run_id)}:
@@ -200,10 +196,7 @@ def plot_threshold_curves(client: MlflowClient, results: list[PairResult], out: 
         ax.set_title(f"{dataset} / {backbone}: best trial per method (train-fullsup)")
         ax.legend()
         path = out / f"curves-{dataset}-{backbone}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
+        written.append(figures.save(fig, path))
     return written
 
 
@@ -265,9 +258,7 @@ def plot_studies(results: list[PairResult], out: Path) -> list[Path]:
                     axes.figure.set_size_inches(max(6.0, 1.3 * len(study.best_trial.params)), 4.5)
                 axes.set_title(f"{result.pair} ({kind}, train-fullsup score)")
                 path = out / f"{kind}-{name}.png"
-                axes.figure.savefig(path, dpi=80, bbox_inches="tight")
-                plt.close(axes.figure)
-                written.append(path)
+                written.append(figures.save(axes.figure, path))
     return written
 
 

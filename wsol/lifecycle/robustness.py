@@ -12,11 +12,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import optuna
+
+from wsol.lifecycle import figures
 
 Scores = dict[tuple[str, str], dict[str, list[float]]]  # (dataset, backbone) -> method -> scores
 
@@ -28,7 +26,7 @@ def plot_score_distributions(scores: Scores, out: Path) -> list[Path]:
         methods = [m for m, values in per_method.items() if values]
         if not methods:
             continue
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(methods)), 4))
+        fig, ax = figures.plt.subplots(figsize=(max(5.0, 1.4 * len(methods)), 4))
         values = [per_method[m] for m in methods]
         ax.boxplot(values, showfliers=False)
         for position, points in enumerate(values, start=1):
@@ -39,10 +37,7 @@ def plot_score_distributions(scores: Scores, out: Path) -> list[Path]:
         ax.set_ylabel("train-fullsup selection score")
         ax.set_title(f"{dataset} / {backbone}: all finished trials")
         path = out / f"scores-{dataset}-{backbone}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
+        written.append(figures.save(fig, path))
     return written
 
 
