@@ -1,5 +1,5 @@
 """The evaluator against the straightforward (reference) one: whole `wsol score`, each box
-metric, PxAP, and the train-fullsup evaluation of one epoch.
+metric and PxAP.
 
 - `wsol score` end to end (every metric it prints: MaxBoxAcc, MaxBoxAccV2, BoxAccV2@30/50/70)
   on a box split of 224 x 224 CAM-like maps saved as .npy: the command runs as a process on
@@ -11,10 +11,9 @@ metric, PxAP, and the train-fullsup evaluation of one epoch.
   on the reference's maps.
 - MaxBoxAcc and MaxBoxAccV2 separately, in process, ours on one thread and on two.
 - PxAP.
-- NormalisationSearch (`wsol.trial.evaluation.select_normalisation`) and the scoring of the chosen
-  normalisation (`score_split`, with the Loc pass) on a CUB-sized train-fullsup split:
-  1,000 raw 28 x 28 maps resized to 224 x 224, the default 14 candidates. Seconds on this
-  CPU, to set against a training epoch's time.
+
+A trial's per-epoch train-fullsup evaluation (normalisation search and scoring) is measured
+by benchmarks/evaluation_cost.py.
 
 Reference and ours alternate within each repetition and the best of the repetitions is kept
 (the machine is shared: other load only ever adds time); the load average is recorded. Every
@@ -42,10 +41,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cam_like_maps, write_result
+from wsol.common.protocol import IOU_THRESHOLDS
 from wsol.data.metadata import load_split
 from wsol.scoring import reference
 from wsol.scoring.boxes import BoxAccumulator, BoxMetricsAccumulator
-from wsol.scoring.grid import IOU_THRESHOLDS
 from wsol.scoring.pxap import PxAPAccumulator
 from wsol.scoring.saved_maps import score_saved_maps
 
@@ -288,90 +287,6 @@ def pxap_speed(count: int, interval: float, repeats: int = 3) -> dict:
     return result
 
 
-# --- train-fullsup evaluation of one epoch ---------------------------------------------
-
-
-class _BoxTargets:
-    """What `select_normalisation` and `score_split` read of `wsol.evaluation.Targets`."""
-
-    has_boxes, has_masks = True, False
-
-    def __init__(self, boxes: list[np.ndarray]):
-        self.size = (SIZE, SIZE)
-        self._boxes = boxes
-
-    def boxes(self, index: int) -> np.ndarray:
-        return self._boxes[index]
-
-
-def train_fullsup_epoch(count: int, raw_size: int, batch: int, repeats: int) -> dict:
-    """`select_normalisation` (NormalisationSearch: every candidate's MaxBoxAccV2) and
-    `score_split` of the chosen normalisation (MaxBoxAcc, MaxBoxAccV2, Loc with the selected
-    threshold), as a trial runs them on train-fullsup after each epoch, on CUB's size."""
-    from wsol.trial.config import TrialConfig
-    from wsol.trial.evaluation import RawBatch, candidates, score_split, select_normalisation
-
-    config = TrialConfig()
-    rng = np.random.default_rng(5)
-    # raw CAM-like maps at feature-map resolution, not normalised (a sum of activations)
-    coarse = torch.from_numpy(rng.random((count, 1, 7, 7)).astype(np.float32))
-    raw = torch.nn.functional.interpolate(coarse, size=(raw_size, raw_size), mode="bicubic")
-    raw = (raw[:, 0] * 40.0 - 10.0).contiguous()
-    logits = torch.from_numpy(rng.normal(size=(count, 200)).astype(np.float32))
-    labels = torch.from_numpy(rng.integers(0, 200, count))
-    batches = [
-        RawBatch(raw[i:i + batch], logits[i:i + batch], labels[i:i + batch],
-                 torch.arange(i, min(i + batch, count)))
-        for i in range(0, count, batch)
-    ]
-    targets = _BoxTargets(random_boxes(count, seed=6))
-    select_normalisation(batches[:1], targets, "MaxBoxAccV2", config)  # warm up
-    chosen = []
-    search = best([timed(lambda: chosen.append(
-        select_normalisation(batches, targets, "MaxBoxAccV2", config)[0]))
-        for _ in range(repeats)])
-    scoring = best([timed(lambda: score_split(batches, targets, chosen[-1],  # type: ignore[arg-type]
-                                              config.curve_interval))
-                    for _ in range(repeats)])
-    # where the search's time goes: NormalisationSearch.add's two steps, timed apart on a
-    # quarter of the maps (each candidate's resize + normalisation, then its MaxBoxAccV2)
-    part = batches[: max(1, len(batches) // 4)]
-    accumulators = {c: BoxAccumulator(config.curve_interval) for c in candidates(config)}
-    split_times = {"normalise": [0.0, 0.0], "boxes": [0.0, 0.0]}
-    for b in part:
-        truth = [targets.boxes(i) for i in b.indices.tolist()]
-        for candidate, accumulator in accumulators.items():
-            clocks = [(time.perf_counter(), time.process_time())]
-            maps = candidate.apply(b.maps, targets.size).cpu().numpy()
-            clocks.append((time.perf_counter(), time.process_time()))
-            accumulator.add_many(zip(maps, truth, strict=True))
-            clocks.append((time.perf_counter(), time.process_time()))
-            for step, key in enumerate(("normalise", "boxes")):
-                for clock in (0, 1):
-                    split_times[key][clock] += clocks[step + 1][clock] - clocks[step][clock]
-    part_maps = sum(len(b.indices) for b in part)
-    total = sum(split_times[k][1] for k in split_times)
-    return {
-        "maps": count, "map_size": SIZE, "raw_map_size": raw_size, "batch_size": batch,
-        "candidates": [c.label for c in candidates(config)],
-        "curve_interval": config.curve_interval,
-        "seconds_normalisation_search": search[0],
-        "cpu_seconds_normalisation_search": search[1],
-        "seconds_score_chosen": scoring[0],
-        "cpu_seconds_score_chosen": scoring[1],
-        "seconds_total": search[0] + scoring[0],
-        "cpu_seconds_total": search[1] + scoring[1],
-        "search_split_maps": part_maps,
-        "search_split_cpu_seconds": {k: v[1] for k, v in split_times.items()},
-        "search_split_share": {k: v[1] / total for k, v in split_times.items()},
-        "torch_threads": torch.get_num_threads(),
-        "load_average": load(),
-        "note": "seconds per epoch of train-fullsup evaluation on this CPU (inference "
-                "excluded): the normalisation search, then the chosen normalisation's "
-                "MaxBoxAcc, MaxBoxAccV2 and Loc; compare with a training epoch's time",
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--maps", type=int, default=200, help="maps for the per-metric runs")
@@ -379,7 +294,6 @@ def main() -> None:
                         help="split sizes of the two `wsol score` runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pxap-maps", type=int, default=5000)
-    parser.add_argument("--fullsup-maps", type=int, default=1000)
     parser.add_argument("--json")
     args = parser.parse_args()
     maps = cam_like_maps(args.maps)
@@ -397,7 +311,6 @@ def main() -> None:
         ],
         "pxap": [pxap_speed(args.pxap_maps, 0.01, args.repeats),
                  pxap_speed(args.pxap_maps, 0.001, args.repeats)],
-        "train_fullsup_evaluation": train_fullsup_epoch(args.fullsup_maps, 28, 64, 1),
     })
 
 

@@ -1,14 +1,15 @@
-"""The protocol's names live in wsol.common.protocol: what still repeats them (the scoring
-package, the shared search space, the trial config's defaults) must agree with it."""
+"""The protocol's names live in wsol.common.protocol: the scoring package imports them, and
+what still repeats them (the shared search space, the trial config's defaults) must agree."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
 
 from wsol.common import protocol
-from wsol.scoring import grid, normalize, selection
+from wsol.scoring import boxes, grid, normalize, reference, selection
 from wsol.scoring.boxes import BoxAccumulator
 from wsol.scoring.localization import LocalizationAccuracy
 from wsol.scoring.report import box_metrics
@@ -18,11 +19,26 @@ from wsol.trial.evaluation import candidates
 BASE = Path(__file__).resolve().parents[1] / "search_spaces" / "base.yaml"
 
 
-def test_scoring_uses_the_protocols_names() -> None:
-    assert tuple(grid.IOU_THRESHOLDS) == protocol.IOU_THRESHOLDS
-    assert tuple(normalize.NORMALISATIONS) == protocol.NORMALISATIONS
-    assert tuple(normalize.NEEDS_PERCENTILE) == protocol.NEEDS_PERCENTILE
-    assert tuple(selection.DEFAULT_IVR_PERCENTILES) == protocol.DEFAULT_IVR_PERCENTILES
+def test_scoring_keeps_no_copy_of_the_protocols_names() -> None:
+    """The scoring package imports them from wsol.common.protocol (issue 19)."""
+    names = ("IOU_THRESHOLDS", "NORMALISATIONS", "NEEDS_PERCENTILE", "DEFAULT_IVR_PERCENTILES")
+    for module in (grid, normalize, selection, boxes, reference):
+        source = Path(module.__file__).read_text()
+        for name in names:
+            assert f"{name} =" not in source, f"{module.__name__} defines its own {name}"
+    assert boxes.BoxAccumulator().iou_thresholds == protocol.IOU_THRESHOLDS
+    assert [c.percentile for c in selection.default_candidates()[3:]] == list(
+        protocol.DEFAULT_IVR_PERCENTILES)
+    assert {c.method for c in selection.default_candidates()} == set(protocol.NORMALISATIONS)
+
+
+def test_the_protocol_imports_nothing_from_wsol() -> None:
+    """So the scoring package (and everything else) can import it without a cycle."""
+    tree = ast.parse(Path(protocol.__file__).read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert not [name for name in imported if name.split(".")[0] == "wsol"]
 
 
 def test_the_evaluator_reports_under_the_protocols_names() -> None:

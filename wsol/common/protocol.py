@@ -2,9 +2,9 @@
 
 Splits and the one that selects, the metrics and their IoU thresholds, the score-map
 normalisations and their default percentiles: configs validate against these, trials report
-these, the search logs and the report tabulates these. wsol/scoring/ still keeps its own copies
-of IOU_THRESHOLDS, NORMALISATIONS, NEEDS_PERCENTILE and DEFAULT_IVR_PERCENTILES;
-tests/test_protocol.py holds them equal to these until it imports them from here.
+these, the search logs and the report tabulates these; wsol/scoring/ imports its IoU
+thresholds, normalisations and default percentiles from here. This module imports nothing
+from wsol, so every part of the package can import it.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsol.common.protocol import IOU_THRESHOLDS
 from wsol.scoring.contours import contour_curves
 from wsol.scoring.grid import (
-    IOU_THRESHOLDS,
     checked_levels,
     quantize,
     threshold_grid,
@@ -171,18 +171,26 @@ class BoxAccumulator(_Streamed):
 
 class BoxMetricsAccumulator(_Streamed):
     """MaxBoxAcc (largest contour, counted in `v1`) and MaxBoxAccV2 (all contours, in `v2`)
-    together, from one pass over each map: what `wsol score` reports."""
+    together, from one pass over each map: what `wsol score` and a trial's evaluation report.
+
+    With `keep_hits_at` (an IoU, e.g. 0.5) each map's largest-contour hits per threshold
+    (IoU >= it) are kept in `hits`, in the order added: the Loc metrics at a threshold
+    selected from the curves then need no second pass over the maps.
+    """
 
     def __init__(
         self,
         interval: float = 0.01,
         iou_thresholds: Sequence[int] = IOU_THRESHOLDS,
         workers: int = 2,
+        keep_hits_at: float | None = None,
     ):
         self.thresholds = threshold_grid(interval)
         self.v1 = BoxAccumulator(interval, False, iou_thresholds, workers)
         self.v2 = BoxAccumulator(interval, True, iou_thresholds, workers)
         self.workers = workers
+        self.keep_hits_at = keep_hits_at
+        self.hits: list[np.ndarray] = []
 
     @property
     def images(self) -> int:
@@ -196,6 +204,8 @@ class BoxMetricsAccumulator(_Streamed):
     def _count_all(self, curves: tuple) -> None:
         self.v1._count(curves[0])
         self.v2._count(curves[1])
+        if self.keep_hits_at is not None:
+            self.hits.append(curves[0] >= self.keep_hits_at)
 
     def result(self) -> tuple[BoxCurves, BoxCurves]:
         """(MaxBoxAcc's curves, MaxBoxAccV2's curves)."""

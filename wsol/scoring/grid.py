@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-IOU_THRESHOLDS = (30, 50, 70)
-
 
 def threshold_grid(interval: float) -> np.ndarray:
     """``np.arange(0, 1, interval)`` exactly as the reference builds it (float64 values)."""

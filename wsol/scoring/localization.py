@@ -9,6 +9,9 @@ import numpy as np
 from wsol.scoring.boxes import best_iou_curve
 from wsol.scoring.grid import check_scoremap
 
+# The IoU a box needs for Top-1 / Top-5 / GT-known Loc.
+LOC_IOU = 0.5
+
 
 class LocalizationAccuracy:
     """Older papers' numbers: IoU >= 0.5 with the GT-class map, with or without the class.
@@ -18,7 +21,7 @@ class LocalizationAccuracy:
     `multi_contour` is set.
     """
 
-    def __init__(self, threshold: float, iou: float = 0.5, multi_contour: bool = False):
+    def __init__(self, threshold: float, iou: float = LOC_IOU, multi_contour: bool = False):
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
         self.threshold = np.array([threshold])
@@ -32,7 +35,11 @@ class LocalizationAccuracy:
         """`ranked_classes`: the classifier's classes, most likely first (at least five)."""
         check_scoremap(scoremap)
         iou = best_iou_curve(scoremap, gt_boxes, self.threshold, self.multi_contour)[0]
-        located = bool(iou >= self.iou)
+        self.add_located(bool(iou >= self.iou), label, ranked_classes)
+
+    def add_located(self, located: bool, label: int, ranked_classes: Sequence[int]) -> None:
+        """An image whose box at the threshold is known to hit (IoU >= `iou`) or not, e.g.
+        read off the curves that selected the threshold (`BoxMetricsAccumulator.hits`)."""
         self.images += 1
         self.counts["gt_known_loc"] += int(located)
         self.counts["top1_loc"] += int(located and ranked_classes[0] == label)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from wsol.scoring.grid import IOU_THRESHOLDS, check_scoremap, quantize, threshold_grid
+from wsol.common.protocol import IOU_THRESHOLDS
+from wsol.scoring.grid import check_scoremap, quantize, threshold_grid
 
 
 def boxes_at_threshold(u8: np.ndarray, level: int, multi_contour: bool) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 Raw maps of one checkpoint are streamed once; every candidate normalises them and feeds
 its own accumulator, so many (normalisation, percentile) choices cost one inference pass.
+Each batch is resized once and prepared once for all candidates (`Normaliser`: one sort
+serves every percentile).
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wsol.common.protocol import DEFAULT_IVR_PERCENTILES, NEEDS_PERCENTILE, NORMALISATIONS
 from wsol.scoring.boxes import BoxAccumulator
-from wsol.scoring.normalize import NEEDS_PERCENTILE, NORMALISATIONS, normalize, resize
+from wsol.scoring.normalize import Normaliser, normalize, resize
 from wsol.scoring.pxap import PxAPAccumulator
-
-DEFAULT_IVR_PERCENTILES = (5.0, 10.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 60.0, 70.0)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,9 @@ class NormalisationSearch:
 
     def add(self, raw: torch.Tensor, targets: Sequence[np.ndarray], size: tuple[int, int]) -> None:
         """Raw maps (B, h, w) and per-image GT boxes (k, 4) or masks (H, W) at `size`."""
+        normaliser = Normaliser(resize(raw, size))
         for candidate in self.candidates:
-            maps = candidate.apply(raw, size).cpu().numpy()
+            maps = normaliser(candidate.method, candidate.percentile).cpu().numpy()
             if self.metric == "PxAP":
                 self.masks[candidate].add(maps, np.stack(targets))
             else:

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from wsol.common import protocol
 from wsol.data.datasets import EvalDataset
 from wsol.methods.base import Method
-from wsol.scoring.boxes import BoxAccumulator, BoxCurves
-from wsol.scoring.localization import LocalizationAccuracy
+from wsol.scoring.boxes import BoxCurves, BoxMetricsAccumulator
+from wsol.scoring.localization import LOC_IOU, LocalizationAccuracy
 from wsol.scoring.pxap import PrecisionRecall, PxAPAccumulator
 from wsol.scoring.report import box_metrics, mask_metrics
 from wsol.scoring.selection import Normalisation, NormalisationSearch
@@ -118,52 +118,55 @@ def select_normalisation(batches: list[RawBatch], targets: Targets, metric: str,
 
 def score_split(batches: Iterable[RawBatch], targets: Targets, normalisation: Normalisation,
                 interval: float, threshold: float | None = None) -> SplitScore:
-    """All metrics of one normalisation. With `threshold` None (train-fullsup) the threshold is
-    selected here (MaxBoxAcc's, or PxAP's best-F1 on mask-only data) and `batches` must be
-    re-iterable; on test pass the selected one and the batches stream once."""
-    v1 = BoxAccumulator(interval, multi_contour=False) if targets.has_boxes else None
-    v2 = BoxAccumulator(interval) if targets.has_boxes else None
+    """All metrics of one normalisation, from one pass over `batches` (they may stream):
+    MaxBoxAcc and MaxBoxAccV2 share each map's contour pass. With `threshold` None
+    (train-fullsup) the threshold is selected here (MaxBoxAcc's, or PxAP's best-F1 on mask-only
+    data) and Loc is read off each map's kept hits at it; on test pass the selected one."""
+    select = threshold is None
+    boxes = (BoxMetricsAccumulator(interval, keep_hits_at=LOC_IOU if select else None)
+             if targets.has_boxes else None)
     pxap = PxAPAccumulator(interval) if targets.has_masks else None
-    loc = LocalizationAccuracy(threshold) if threshold is not None and v1 else None
-    seen: list[RawBatch] = []
+    loc = LocalizationAccuracy(threshold) if threshold is not None and boxes is not None else None
+    rankings: list[tuple[int, list[int]] | None] = []  # per map in order, when selecting
     for batch in batches:
         maps = normalisation.apply(batch.maps, targets.size).numpy()
         indices = batch.indices.tolist()
-        if v1 is not None and v2 is not None:
-            boxes = [targets.boxes(i) for i in indices]
-            v1.add_many(zip(maps, boxes, strict=True))
-            v2.add_many(zip(maps, boxes, strict=True))
+        if boxes is not None:
+            gt = [targets.boxes(i) for i in indices]
+            boxes.add_many(zip(maps, gt, strict=True))
             if loc is not None:
-                _localize(loc, maps, boxes, batch)
+                for scoremap, truth, ranking in zip(maps, gt, _rankings(batch), strict=True):
+                    if ranking is not None:
+                        loc.add(scoremap, truth, *ranking)
+            else:
+                rankings.extend(_rankings(batch))
         if pxap is not None:
             pxap.add(maps, np.stack([targets.mask(i) for i in indices]))
-        if threshold is None:
-            seen.append(batch)
     metrics: dict[str, float] = {}
     curves = precision_recall = None
-    if v1 is not None and v2 is not None:
-        curves = v2.result()
-        metrics.update(box_metrics(v1.result(), curves))
+    if boxes is not None:
+        largest, curves = boxes.result()
+        metrics.update(box_metrics(largest, curves))
     if pxap is not None:
         precision_recall = pxap.result()
         metrics.update(mask_metrics(precision_recall))
-    if threshold is None:
+    if select:
         threshold = metrics.get(protocol.threshold_key(protocol.MAX_BOX_ACC),
                                 metrics.get(protocol.threshold_key(protocol.PXAP), 0.5))
-        if v1 is not None:
+        if boxes is not None:
             loc = LocalizationAccuracy(threshold)
-            for batch in seen:
-                maps = normalisation.apply(batch.maps, targets.size).numpy()
-                _localize(loc, maps, [targets.boxes(i) for i in batch.indices.tolist()], batch)
+            column = int(np.flatnonzero(boxes.thresholds == threshold)[0])
+            for hits, ranking in zip(boxes.hits, rankings, strict=True):
+                if ranking is not None:
+                    loc.add_located(bool(hits[column]), *ranking)
     if loc is not None and loc.images:
         metrics.update(loc.result())
     return SplitScore(metrics, normalisation, float(threshold), curves, precision_recall)
 
 
-def _localize(loc: LocalizationAccuracy, maps: np.ndarray, boxes: list[np.ndarray],
-              batch: RawBatch) -> None:
+def _rankings(batch: RawBatch) -> list[tuple[int, list[int]] | None]:
+    """Each image's label and the classifier's top five, or None (no classifier answer)."""
     if batch.logits is None or batch.logits.shape[1] < 2:
-        return
+        return [None] * len(batch.labels)
     ranked = batch.logits.argsort(dim=1, descending=True)[:, :5].tolist()
-    for scoremap, gt, label, order in zip(maps, boxes, batch.labels.tolist(), ranked, strict=True):
-        loc.add(scoremap, gt, label, order)
+    return list(zip(batch.labels.tolist(), ranked, strict=True))
