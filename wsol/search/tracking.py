@@ -367,7 +367,9 @@ class MLflowTrialCallback(Callback):
                          **info: Any) -> None:
         from wsol.search.progress import say
 
-        say(f"{self.name_of(trial)} lost its worker; retry {trial.num_failures} of "
+        error = trial.get_error()
+        why = _reason(str(error))[:160] if error else "lost its worker"
+        say(f"{self.name_of(trial)} failed ({why}); retry {trial.num_failures} of "
             f"{trial.max_failures} from its last checkpoint")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,

@@ -3,15 +3,22 @@
 The trial's working directory is a temporary folder on its node; every report ships the
 resume state (last.pt) and the selected checkpoint (best.pt + metrics.json) as a Ray
 checkpoint, so a trial restored on any node resumes where it stopped.
+
+Tune retries a failed trial (the experiment's max_failures) whatever failed. A lost worker or
+node, or storage that was briefly unreachable, deserve it; an error of the trial itself (a
+non-finite loss, a bad setting) would only repeat its epochs. So such an error is noted beside
+the trial's Tune state and a retry raises it again at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 from ray import tune
 
@@ -19,11 +26,17 @@ from wsol.common.tracking_schema import TRIAL_METRICS
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.space import TRIAL_FIELDS
+from wsol.search.tracking import transient
 from wsol.trial.config import config_from_dict
 from wsol.trial.runner import Evaluation, run_trial
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json", "curves.json", "curves.png",
                     "overlays.png")
+ERROR_NOTE = "wsol_trial_error.txt"
+
+
+class RepeatedTrialError(RuntimeError):
+    """A retry of a trial that failed by its own error: the same error, without training."""
 
 
 def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
@@ -62,10 +75,35 @@ def _report(evaluation: Evaluation) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+def _error_note() -> tuple[pyarrow.fs.FileSystem, str]:
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, f"{storage.trial_fs_path}/{ERROR_NOTE}"
+
+
 def search_trial(sampled: dict[str, Any], base: dict[str, Any],
                  method_params: dict[str, dict[str, Any]],
                  pair_defaults: dict[str, dict[str, Any]] | None = None,
                  synthetic_preset: str | None = None) -> None:
+    filesystem, note = _error_note()
+    if filesystem.get_file_info(note).type == pyarrow.fs.FileType.File:
+        with filesystem.open_input_stream(note) as handle:
+            raise RepeatedTrialError(handle.read().decode())
+    try:
+        _search_trial(sampled, base, method_params, pair_defaults, synthetic_preset)
+    except Exception as error:
+        if not transient(error):
+            with contextlib.suppress(OSError):  # the trial's own error is the one to see
+                filesystem.create_dir(note.rsplit("/", 1)[0], recursive=True)
+                with filesystem.open_output_stream(note) as out:
+                    out.write(f"{type(error).__module__}.{type(error).__name__}: {error}"
+                              .encode())
+        raise
+
+
+def _search_trial(sampled: dict[str, Any], base: dict[str, Any],
+                  method_params: dict[str, dict[str, Any]],
+                  pair_defaults: dict[str, dict[str, Any]] | None,
+                  synthetic_preset: str | None) -> None:
     values = trial_config_values(sampled, base, method_params, pair_defaults)
     config = config_from_dict(values, f"trial {tune.get_context().get_trial_id()}")
     if synthetic_preset:  # this node may not have the driver's copy
