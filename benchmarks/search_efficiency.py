@@ -3,7 +3,9 @@ train-fullsup score that random search reaches in 30 trials (the protocol's budg
 
 Both searches run through `run_search` (Ray Tune + MLflow on SQLite) on the synthetic
 benchmark with CAM on the tiny backbone; trials are counted in start order, early-stopped
-trials included (they cost less, which is the point of ASHA). Run:
+trials included (they cost less, which is the point of ASHA). Three seeds of real searches
+cannot rank samplers: benchmarks/replay.py does, over 50 seeds per sampler x scheduler on
+recorded curves (docs/search-efficiency.md); this one stays as a real end-to-end figure. Run:
 .venv/bin/python benchmarks/search_efficiency.py --json benchmarks/results/search_efficiency.json
 """
 
@@ -47,7 +49,8 @@ def search(kind: str, seed: int, trials: int, epochs: int, data_root: str, work:
     scheduler = {"type": "asha", "grace_period": 1, "reduction_factor": 2} if kind == "tpe" \
         else {"type": "fifo"}
     experiment = load_experiment(REPO / "experiments" / "synthetic-demo.yaml", {
-        "name": name, "methods": ["cam"], "trials_per_pair": trials, "max_concurrent": 2,
+        "name": name, "methods": ["cam"], "method_params": {}, "trials_per_pair": trials,
+        "max_concurrent": 2,
         "sampler": kind, "scheduler": scheduler, "seed": seed, "data_root": data_root,
         "storage_path": str(work / "ray"), "tracking_uri": uri,
     })
