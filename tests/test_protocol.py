@@ -60,10 +60,9 @@ def test_defaults_are_the_protocols() -> None:
     assert config.ivr_percentiles == list(protocol.DEFAULT_IVR_PERCENTILES)
     assert config.pas_percentile == protocol.DEFAULT_PAS_PERCENTILE
     assert {c.method for c in candidates(config)} == set(protocol.NORMALISATIONS)
-    fixed = read_yaml(BASE.read_text())["fixed"]
-    assert fixed == {"normalisations": list(protocol.NORMALISATIONS),
-                     "ivr_percentiles": list(protocol.DEFAULT_IVR_PERCENTILES),
-                     "pas_percentile": protocol.DEFAULT_PAS_PERCENTILE}
+    # The shared space takes them from the protocol instead of writing them out again.
+    fixed = read_yaml(BASE.read_text()).get("fixed") or {}
+    assert not {"normalisations", "ivr_percentiles", "pas_percentile"} & set(fixed)
 
 
 def test_the_selection_split_is_never_test() -> None:
