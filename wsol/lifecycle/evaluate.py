@@ -93,20 +93,37 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
                                                                     default=float))
         client.log_artifacts(evaluation_id, str(pictures))
         client.set_terminated(evaluation_id, "FINISHED")
-    count = _count_evaluations(client, run, version)
-    client.set_tag(evaluation_id, schema.EVALUATION_NUMBER, str(count))
+    evaluations = _evaluations(client, run, version)
+    number = 1 + sum(_order(e) < _order(evaluation) for e in evaluations)
+    client.set_tag(evaluation_id, schema.EVALUATION_NUMBER, str(number))
     if version is not None:
-        client.set_model_version_tag(version.name, version.version, schema.TEST_EVALUATIONS,
-                                     str(count))
+        _settle_count(client, run, version, len(evaluations))
         client.set_model_version_tag(version.name, version.version,
                                      schema.LAST_EVALUATION_RUN, evaluation_id)
-    result.update({"evaluation_run_id": evaluation_id, "evaluation_number": count})
+    result.update({"evaluation_run_id": evaluation_id, "evaluation_number": number})
     return result
 
 
-def _count_evaluations(client: MlflowClient, run: Run, version: ModelVersion | None) -> int:
+def _order(evaluation: Run) -> tuple[int, str]:
+    return evaluation.info.start_time, evaluation.info.run_id
+
+
+def _evaluations(client: MlflowClient, run: Run, version: ModelVersion | None) -> list[Run]:
     """Test evaluations of this version (or of this trial run when no version was named)."""
     tags = {schema.TRIAL_RUN_ID: run.info.run_id}
     if version is not None:
         tags.update({schema.MODEL_NAME: version.name, schema.MODEL_VERSION: str(version.version)})
-    return len(runs.search(client, [run.info.experiment_id], schema.EVALUATION, tags=tags))
+    return runs.search(client, [run.info.experiment_id], schema.EVALUATION, tags=tags)
+
+
+def _settle_count(client: MlflowClient, run: Run, version: ModelVersion, count: int) -> None:
+    """Sets the version's count of test evaluations, counting again after each write until
+    the count stands: of evaluations of one version at the same moment, the last to write
+    has counted them all (each writes after its own run exists), so none is lost."""
+    while True:
+        client.set_model_version_tag(version.name, version.version, schema.TEST_EVALUATIONS,
+                                     str(count))
+        again = len(_evaluations(client, run, version))
+        if again == count:
+            return
+        count = again

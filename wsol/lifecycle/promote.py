@@ -12,6 +12,7 @@ from typing import Any
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
@@ -145,23 +146,23 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
                      ("dataset_fingerprint", schema.DATASET_FINGERPRINT)):
         lineage[key] = "" if parent is None else parent.data.tags.get(tag, "")
     score = run.data.metrics[schema.SCORE]
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description=f"WSOL {pair}: promoted search trials")
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
-    if existing:
-        version = str(existing[0].version)
-    else:
+    _ensure_model(client, name, f"WSOL {pair}: promoted search trials")
+    version = _first_version(client, name, run.info.run_id)
+    if version is None:
         version_tags = {schema.version_tag(k): v for k, v in {**choices, **lineage}.items()}
         version_tags.update({schema.TRAIN_FULLSUP_SCORE: f"{score:.6f}",
                              schema.METHOD: pair.method, schema.BACKBONE: pair.backbone,
                              schema.DATASET: pair.dataset, schema.TEST_EVALUATIONS: "0"})
-        version = str(client.create_model_version(
+        made = str(client.create_model_version(
             name, source=f"{run.info.artifact_uri}/checkpoint", run_id=run.info.run_id,
             tags=version_tags,
             description=_description(run, choices, score, lineage),
         ).version)
+        # A promote of the same trial at the same moment may have made one too: the first
+        # version stays, a later one is removed by the promote that made it.
+        version = _first_version(client, name, run.info.run_id) or made
+        if version != made:
+            client.delete_model_version(name, made)
     previous = _alias_version(client, name, alias)
     if previous is not None and previous != version:
         client.set_registered_model_alias(name, schema.previous_alias(alias), previous)
@@ -182,6 +183,26 @@ def _description(run: Run, choices: dict[str, str], score: float,
         lines.append(f"- search: [parent run]({ui_link(experiment, lineage['search_run_id'])}) "
                      f"(`{lineage['search_run_id']}`)")
     return "\n".join(lines)
+
+
+def _ensure_model(client: MlflowClient, name: str, description: str) -> None:
+    """The registered model, made if missing; made by another promote meanwhile is fine."""
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException:
+        pass
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+
+
+def _first_version(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The lowest version registered from this trial run, or None."""
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return str(min(int(v.version) for v in versions)) if versions else None
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
