@@ -9,6 +9,7 @@ Everything counted here is read back from MLflow. Only processes these tests sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -39,8 +40,8 @@ FAST_NODE_DEATH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeou
 
 
 def write_config(tmp_path: Path, data: Path, uri: str, name: str, epochs: int,
-                 trials: int = 1, **extra: Any) -> Path:
-    config = tmp_path / f"{name}.yaml"
+                 trials: int = 1, file: str | None = None, **extra: Any) -> Path:
+    config = tmp_path / f"{file or name}.yaml"
     config.write_text(yaml.safe_dump({
         "name": name, "data_root": str(data), "synthetic_preset": None,
         "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": trials,
@@ -254,3 +255,40 @@ def test_tracking_server_away_past_the_limit_stops_then_restores(
         check_logged_once(uri, "server-gone", trials, epochs)
     assert f"{trials} trials, 0 failed" in (tmp_path / "restored.log").read_text()
     print(f"stopped {stopped_after:.0f} s after the server went away")
+
+
+def test_two_searches_at_once_on_one_sqlite_store_and_one_server(tiny_synth: Path,
+                                                                  tmp_path: Path) -> None:
+    """Two people's searches (same experiment name, their own Ray storage) started seconds
+    apart on one store, first a SQLite file, then one `mlflow server`: both finish, each
+    child run under its own parent, nothing logged twice, no 'database is locked'; the second
+    on SQLite is told up front that a server is the store for this."""
+    epochs, trials = 3, 2
+    with ray_nodes(head_cpus=2) as nodes:
+        for kind in ("sqlite", "server"):
+            work = tmp_path / kind
+            work.mkdir()
+            with contextlib.ExitStack() as stack:
+                uri = f"sqlite:///{work / 'mlflow.db'}" if kind == "sqlite" else \
+                    stack.enter_context(mlflow_server(work))
+                drivers = []
+                for person in ("alice", "bob"):
+                    config = write_config(work, tiny_synth, uri, "shared", epochs, trials,
+                                          person, storage_path=str(work / person))
+                    drivers.append(start_search(work, config, nodes.address, f"{person}.log"))
+                    time.sleep(3)
+                for person, driver in zip(("alice", "bob"), drivers, strict=True):
+                    log = (work / f"{person}.log").read_text
+                    assert driver.wait(300) == 0, log()[-4000:]
+                    assert "database is locked" not in log() and "Traceback" not in log()
+                runs = check_logged_once(uri, "shared", 2 * trials, epochs)
+                client = MlflowClient(uri)
+                parents = [r for r in client.search_runs(
+                    [client.get_experiment_by_name("shared").experiment_id])
+                    if r.data.tags.get(schema.KIND) == schema.SEARCH]
+                assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+                assert Counter(r.data.tags[schema.PARENT] for r in runs) == {
+                    p.info.run_id: trials for p in parents}
+            warned = "another search (search shared) is writing to this SQLite store" in (
+                work / "bob.log").read_text()
+            assert warned == (kind == "sqlite")

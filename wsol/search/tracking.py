@@ -106,16 +106,21 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     """The experiment's id, created if missing; tagged as model training either way, so
     experiments made by older versions get the tag too."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        if found.tags.get(schema.EXPERIMENT_KIND) != schema.MODEL_TRAINING:
-            client.set_experiment_tag(found.experiment_id, schema.EXPERIMENT_KIND,
-                                      schema.MODEL_TRAINING)
-        return found.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:"):
-        location = (Path(DEFAULT_ARTIFACT_ROOT).resolve()).as_uri()
-    return client.create_experiment(name, artifact_location=location,
-                                    tags={schema.EXPERIMENT_KIND: schema.MODEL_TRAINING})
+    if found is None:
+        location = None
+        if tracking_uri.startswith("sqlite:"):
+            location = (Path(DEFAULT_ARTIFACT_ROOT).resolve()).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={schema.EXPERIMENT_KIND: schema.MODEL_TRAINING})
+        except MlflowException as error:  # another search made it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise error from None
+    if found.tags.get(schema.EXPERIMENT_KIND) != schema.MODEL_TRAINING:
+        client.set_experiment_tag(found.experiment_id, schema.EXPERIMENT_KIND,
+                                  schema.MODEL_TRAINING)
+    return found.experiment_id
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, str]:
@@ -129,10 +134,26 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def open_store(tracking_uri: str, wait_s: float = 60) -> MlflowClient:
+    """A client of the store. MLflow builds a new SQLite file's tables on first use; a second
+    search starting at that moment fails inside the build (an alembic error) and waits for
+    the first one's instead."""
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            return MlflowClient(tracking_uri)
+        except Exception:
+            if not tracking_uri.startswith("sqlite:") or time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
 def start_search_run(tracking_uri: str, experiment: dict[str, Any], spaces: dict[str, Path],
                      fingerprint: str) -> tuple[str, str]:
     """Creates the parent run; returns (experiment id, run id)."""
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
+    if tracking_uri.startswith("sqlite:"):
+        _note_other_writers(client)
     experiment_id = ensure_experiment(client, experiment["name"], tracking_uri)
     run = client.create_run(experiment_id, run_name=f"search {experiment['name']}", tags={
         schema.KIND: schema.SEARCH, schema.DATASET: experiment["dataset"],
@@ -148,6 +169,23 @@ def start_search_run(tracking_uri: str, experiment: dict[str, Any], spaces: dict
         for path in spaces.values():
             client.log_artifact(run_id, str(path), schema.SPACES_FOLDER)
     return experiment_id, run_id
+
+
+def _note_other_writers(client: MlflowClient) -> None:
+    """Says up front when another search is writing to the same SQLite file: SQLite takes
+    one writer at a time, so both searches wait on each other's writes (retried here when
+    the file is locked); a shared `mlflow server` is the store made for that."""
+    from wsol.search.progress import say
+
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(
+        experiments, f"tags.`{schema.KIND}` = '{schema.SEARCH}' and attributes.status = "
+        "'RUNNING'", max_results=5) if experiments else []
+    if running:
+        names = ", ".join(r.info.run_name or r.info.run_id for r in running)
+        say(f"note: another search ({names}) is writing to this SQLite store: SQLite takes one "
+            "writer at a time (this search retries when the file is locked); for searches at "
+            "once, share one `mlflow server` instead (README, Tracking server)", error=True)
 
 
 def reopen_search_run(tracking_uri: str, run_id: str) -> None:
