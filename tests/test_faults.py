@@ -122,6 +122,7 @@ def test_lost_worker_and_lost_node_resume_the_same_run(tiny_synth: Path, tmp_pat
     config = write_config(tmp_path, tiny_synth, uri, "lost-workers", epochs, max_failures=2)
     log = tmp_path / "driver.log"
     with ray_nodes(head_cpus=0, worker_cpus=(1, 1), env=FAST_NODE_DEATH) as nodes:
+        started = time.time()
         driver = start_search(tmp_path, config, nodes.address, "driver.log")
         run = wait_for(lambda: [r for r in trial_runs(uri, "lost-workers")
                                 if len(epochs_logged(uri, r)) >= 2], "two epochs", driver, log)[0]
@@ -135,6 +136,7 @@ def test_lost_worker_and_lost_node_resume_the_same_run(tiny_synth: Path, tmp_pat
         wait_for(lambda: set(ray_workers(nodes.temp_dir).values()) == {
             {"w0": "w1", "w1": "w0"}[node]}, "the trial on the surviving node", driver, log)
         assert driver.wait(300) == 0, log.read_text()[-4000:]
+        tally(uri, "lost-workers", "worker SIGKILL + node stopped", time.time() - started)
     output = log.read_text()
     runs = trial_runs(uri, "lost-workers")
     assert [r.info.run_id for r in runs] == [run.info.run_id]
@@ -160,6 +162,7 @@ def test_a_trial_past_its_retries_fails_with_the_reason(tiny_synth: Path,
     config = write_config(tmp_path, tiny_synth, uri, "past-retries", 8, max_failures=1)
     log = tmp_path / "driver.log"
     with ray_nodes(head_cpus=1) as nodes:
+        started = time.time()
         driver = start_search(tmp_path, config, nodes.address, "driver.log")
         run = wait_for(lambda: [r for r in trial_runs(uri, "past-retries")
                                 if epochs_logged(uri, r)], "an epoch", driver, log)[0]
@@ -169,6 +172,7 @@ def test_a_trial_past_its_retries_fails_with_the_reason(tiny_synth: Path,
                  "an epoch after the kill", driver, log)
         os.kill(trial_worker(nodes.temp_dir)[0], 9)
         driver.wait(240)
+        tally(uri, "past-retries", "worker SIGKILL twice, max_failures 1", time.time() - started)
     output = log.read_text()
     runs = trial_runs(uri, "past-retries")
     assert len(runs) == 1 and runs[0].info.status == "FAILED", output[-4000:]
@@ -176,6 +180,17 @@ def test_a_trial_past_its_retries_fails_with_the_reason(tiny_synth: Path,
     assert reason.startswith("2 failures (max_failures 1): ") and "died" in reason, reason
     assert duplicated_points(uri, runs[0]) == {}
     assert "1 trials, 1 failed" in output
+
+
+def tally(uri: str, name: str, fault: str, wall_s: float) -> None:
+    """The fault's row as counted from MLflow (run with -s to see it): trial runs, their
+    statuses, epochs (steps of the per-epoch metrics) and points logged more than once."""
+    runs = trial_runs(uri, name)
+    statuses = Counter(r.info.status for r in runs)
+    steps = sum(len(set(epochs_logged(uri, r))) for r in runs)
+    repeated = sum(len(v) for r in runs for v in duplicated_points(uri, r).values())
+    print(f"\nFAULT {fault}: {len(runs)} trial runs {dict(statuses)}, {steps} epochs logged, "
+          f"{repeated} points repeated, driver wall {wall_s:.0f} s")
 
 
 def check_logged_once(uri: str, name: str, trials: int, epochs: int) -> list[Run]:
@@ -219,13 +234,13 @@ def test_tracking_server_killed_and_restarted(tiny_synth: Path, tmp_path: Path) 
         client = MlflowClient(uri)
         stamps = [m.timestamp / 1000 for r in runs
                   for m in client.get_metric_history(r.info.run_id, EPOCH)]
+        tally(uri, "server-outage", f"mlflow server away {up - down:.0f} s, "
+              f"{sum(down <= t <= up for t in stamps)} epochs trained meanwhile", wall)
     output = log.read_text()
     # Epochs trained while the server was down were logged after it came back.
     assert sum(down <= t <= up for t in stamps) >= 1, (down, up, stamps)
     assert "unreachable" in output and "reachable again" in output
     assert f"{trials} trials, 0 failed" in output
-    print(f"server outage {up - down:.0f} s, search wall {wall:.0f} s, "
-          f"{sum(down <= t <= up for t in stamps)} epochs trained during the outage")
 
 
 def test_tracking_server_away_past_the_limit_stops_then_restores(
@@ -252,9 +267,10 @@ def test_tracking_server_away_past_the_limit_stops_then_restores(
     with mlflow_server(store, port=int(uri.rsplit(":", 1)[1])):
         restored = start_search(tmp_path, config, None, "restored.log", env, restore=True)
         assert restored.wait(300) == 0, (tmp_path / "restored.log").read_text()[-4000:]
+        tally(uri, "server-gone", f"mlflow server gone, stopped after {stopped_after:.0f} s, "
+              "restored", time.time() - down)
         check_logged_once(uri, "server-gone", trials, epochs)
     assert f"{trials} trials, 0 failed" in (tmp_path / "restored.log").read_text()
-    print(f"stopped {stopped_after:.0f} s after the server went away")
 
 
 def test_two_searches_at_once_on_one_sqlite_store_and_one_server(tiny_synth: Path,
@@ -281,6 +297,7 @@ def test_two_searches_at_once_on_one_sqlite_store_and_one_server(tiny_synth: Pat
                     log = (work / f"{person}.log").read_text
                     assert driver.wait(300) == 0, log()[-4000:]
                     assert "database is locked" not in log() and "Traceback" not in log()
+                tally(uri, "shared", f"two searches on one {kind} store", 0)
                 runs = check_logged_once(uri, "shared", 2 * trials, epochs)
                 client = MlflowClient(uri)
                 parents = [r for r in client.search_runs(
