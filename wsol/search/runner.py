@@ -438,7 +438,7 @@ def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback, tracking_uri:
     failed = unfinished = 0
     seconds = []
     for result in grid:
-        pair = result.config.get(PAIR_KEY)
+        pair = (result.config or {}).get(PAIR_KEY)  # None: interrupted before it started
         metrics = result.metrics or {}
         run = children.get(metrics.get("trial_id"))
         counts = pairs.setdefault(pair or "?", dict.fromkeys(
