@@ -257,6 +257,51 @@ def _join(
     return rp, pattern, False
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _grid(shape: tuple[int, int]) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """The padded (h + 2) x (w + 2) grid of a pass: h, w, its row length, the byte map of
+    pixels added (none yet) and the padded-index offsets of the 8 ring neighbours (ring
+    order NW N NE E SE S SW W)."""
+    h, w = shape
+    pw = w + 2
+    added = np.zeros((h + 2) * pw, dtype=np.uint8)
+    offsets = np.array((-pw - 1, -pw, -pw + 1, 1, pw + 1, pw, pw - 1, -1))
+    return h, w, pw, added, offsets
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_pixels(
+    order: np.ndarray,
+    start: int,
+    stop: int,
+    pw: int,
+    runs: np.ndarray,
+    shape_delta: np.ndarray,
+    offsets: np.ndarray,
+    added: np.ndarray,
+    parent: np.ndarray,
+    stats: np.ndarray,
+    track: bool,
+    roots: np.ndarray,
+    n_roots: int,
+) -> tuple[int, int]:
+    """Adds the pixels ``order[start:stop]`` (`_join` with `runs`), appending the roots of
+    the components they start to `roots`, and with `track` adds each pixel's change of
+    shape (`shape_delta` of its pattern) to its component's row. Returns the new number of
+    roots and 4 x the change of the Euler number of all added pixels together."""
+    euler4 = 0
+    for k in range(start, stop):
+        r, pattern, new = _join(order[k], pw, runs, offsets, added, parent, stats, track)
+        if new:
+            roots[n_roots] = r
+            n_roots += 1
+        change = shape_delta[pattern]
+        if track:
+            stats[r, SHAPE] += change
+        euler4 += _euler4(change)
+    return n_roots, euler4
+
+
 @njit(cache=True, nogil=True)
 def _outer_box_iou(stats: np.ndarray, r: int, h: int, w: int, gt: np.ndarray) -> float:
     """IoU of a component's contour box: (x, y, x + w, y + h) of its bounding rectangle,
@@ -274,11 +319,7 @@ def _outer_pass(
     needed: np.ndarray,
     all_contours: bool,
     largest: bool,
-    order: np.ndarray,
-    starts: np.ndarray,
-    parent: np.ndarray,
-    stats: np.ndarray,
-    roots: np.ndarray,
+    *work: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Outer borders of ``u8 > t`` at each needed level t: 8-connected foreground
     components, pixels added from high to low value.
@@ -286,9 +327,10 @@ def _outer_pass(
     Indices are into the padded (h + 2) x (w + 2) grid; `added` marks the pixels added so
     far (a byte map stays in cache), `parent` holds their union-find links. A root's
     `stats` row holds its bounding box and, with `largest`, 2 x its material, 4 x its Euler
-    number and its first pixel in raster order (its smallest padded index). Work arrays
-    come from the caller (fresh pages are slow to touch). Levels below the lowest needed
-    one are never visited.
+    number and its first pixel in raster order (its smallest padded index). `work` is the
+    pixels in value order and where each value's run starts (`_padded_order`), then the
+    work arrays `parent`, `stats` and `roots`, which come from the caller (fresh pages are
+    slow to touch). Levels below the lowest needed one are never visited.
     Returns, per level: with all_contours, the best IoU over the outer borders' boxes (-1
     where none); the number of components and the foreground's Euler number; with
     `largest`, the IoU of the largest contour's box where the bounds decide it, NaN where
@@ -296,10 +338,8 @@ def _outer_pass(
     of largest material when that would be the answer if its material exceeded every other
     component's by more than the holes' total area, and by how much it does (2 x area).
     """
-    h, w = shape
-    pw = w + 2
-    added = np.zeros((h + 2) * pw, dtype=np.uint8)
-    offsets = np.array((-pw - 1, -pw, -pw + 1, 1, pw + 1, pw, pw - 1, -1))
+    order, starts, parent, stats, roots = work
+    h, w, pw, added, offsets = _grid(shape)
     n_roots = 0
     euler4 = 0
     best = np.full(LEVELS, -1.0)
@@ -313,17 +353,11 @@ def _outer_pass(
         t = LEVELS - 1 - step
         # foreground u8 > t gains value t + 1
         if t + 1 < LEVELS:
-            for k in range(starts[t + 1], starts[t + 2]):
-                r, pattern, new = _join(
-                    order[k], pw, OUTER_RUNS, offsets, added, parent, stats, largest
-                )
-                if new:
-                    roots[n_roots] = r
-                    n_roots += 1
-                change = SHAPE_DELTA[pattern]
-                if largest:
-                    stats[r, SHAPE] += change
-                euler4 += _euler4(change)
+            n_roots, change = _add_pixels(
+                order, starts[t + 1], starts[t + 2], pw, OUTER_RUNS, SHAPE_DELTA, offsets,
+                added, parent, stats, largest, roots, n_roots,
+            )
+            euler4 += change
         if not needed[t]:
             continue
         kept = 0
@@ -397,11 +431,7 @@ def _hole_pass(
     gt: np.ndarray,
     needed: np.ndarray,
     record: np.ndarray,
-    order: np.ndarray,
-    starts: np.ndarray,
-    parent: np.ndarray,
-    stats: np.ndarray,
-    roots: np.ndarray,
+    *work: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hole borders of ``u8 > t`` at each needed level t: 4-connected background
     components, pixels added from low to high value; the one-pixel frame around the image
@@ -418,11 +448,10 @@ def _hole_pass(
     its share of the plane, which is its border's area when nothing lies inside it, 4 x
     its Euler number as a 4-connected set (1 when nothing lies inside), and its first pixel.
     """
-    h, w = shape
-    pw = w + 2
+    order, starts, parent, stats, roots = work
+    h, w, pw, added, offsets = _grid(shape)
     frame = 0
     track = record.any()
-    added = np.zeros((h + 2) * pw, dtype=np.uint8)
     for y in range(h + 2):
         parent[y * pw] = frame
         parent[y * pw + w + 1] = frame
@@ -433,7 +462,6 @@ def _hole_pass(
         parent[(h + 1) * pw + x] = frame
         added[x] = 1
         added[(h + 1) * pw + x] = 1
-    offsets = np.array((-pw - 1, -pw, -pw + 1, 1, pw + 1, pw, pw - 1, -1))
     n_roots = 0
     best = np.full(LEVELS, -1.0)
     hole_total = np.full(LEVELS, -1, dtype=np.int64)
@@ -444,15 +472,10 @@ def _hole_pass(
     wanted = np.nonzero(needed | record)[0]
     for t in range(wanted[-1] + 1):
         # background u8 <= t gains value t
-        for k in range(starts[t], starts[t + 1]):
-            r, pattern, new = _join(
-                order[k], pw, HOLE_RUNS, offsets, added, parent, stats, track
-            )
-            if new:
-                roots[n_roots] = r
-                n_roots += 1
-            if track:
-                stats[r, SHAPE] += HOLE_SHAPE_DELTA[pattern]
+        n_roots = _add_pixels(
+            order, starts[t], starts[t + 1], pw, HOLE_RUNS, HOLE_SHAPE_DELTA, offsets, added,
+            parent, stats, track, roots, n_roots,
+        )[0]
         hole_starts[t + 1] = n_holes
         if not (needed[t] or record[t]):
             continue
@@ -499,40 +522,30 @@ def _outer_exact(
     shape: tuple[int, int],
     gt: np.ndarray,
     resolve: np.ndarray,
-    hole_starts: np.ndarray,
-    hole_area: np.ndarray,
-    hole_above: np.ndarray,
+    recorded: tuple[np.ndarray, np.ndarray, np.ndarray],
     largest_iou: np.ndarray,
-    order: np.ndarray,
-    starts: np.ndarray,
-    parent: np.ndarray,
-    stats: np.ndarray,
-    roots: np.ndarray,
+    *work: np.ndarray,
 ) -> None:
     """The outer pass again, down to the lowest level to `resolve`, where each component's
-    outer border area is now exact: its material plus the areas of its holes (from
-    `_hole_pass`), each found in the component of the pixel above the hole's first pixel.
+    outer border area is now exact: its material plus the areas of its holes (`recorded`
+    by `_hole_pass`: where each level's holes start, their areas and the pixels above
+    them), each found in the component of the pixel above the hole's first pixel.
     Sets `largest_iou` at the levels this decides; leaves NaN where a hole holds a
     component, where the largest areas tie (OpenCV's order among them is not known on a
     level with holes) or where the largest component has holes and no material (one of its
     holes may tie with it)."""
-    h, w = shape
-    pw = w + 2
-    added = np.zeros((h + 2) * pw, dtype=np.uint8)
-    offsets = np.array((-pw - 1, -pw, -pw + 1, 1, pw + 1, pw, pw - 1, -1))
+    order, starts, parent, stats, roots = work
+    hole_starts, hole_area, hole_above = recorded
+    h, w, pw, added, offsets = _grid(shape)
     n_roots = 0
     wanted = np.nonzero(resolve)[0]
     for step in range(LEVELS - wanted[0]):
         t = LEVELS - 1 - step
         if t + 1 < LEVELS:
-            for k in range(starts[t + 1], starts[t + 2]):
-                r, pattern, new = _join(
-                    order[k], pw, OUTER_RUNS, offsets, added, parent, stats, True
-                )
-                if new:
-                    roots[n_roots] = r
-                    n_roots += 1
-                stats[r, SHAPE] += SHAPE_DELTA[pattern]
+            n_roots = _add_pixels(
+                order, starts[t + 1], starts[t + 2], pw, OUTER_RUNS, SHAPE_DELTA, offsets,
+                added, parent, stats, True, roots, n_roots,
+            )[0]
         if not resolve[t]:
             continue
         kept = 0
@@ -608,25 +621,23 @@ def _contour_levels(
     needed = np.zeros(LEVELS, dtype=np.bool_)
     needed[levels] = True
     starts = _padded_order(u8, order)
-    work = (parent, stats, roots)
+    work = (order, starts, parent, stats, roots)
     best, components, euler, largest_iou, candidate, margin = _outer_pass(
-        u8.shape, gt, needed, all_contours, largest, order, starts, *work
+        u8.shape, gt, needed, all_contours, largest, *work
     )
     with_holes = needed & (components != euler) & all_contours
     resolve = np.isnan(largest_iou)
     if with_holes.any() or resolve.any():
         holes, hole_total, hole_starts, hole_area, hole_above = _hole_pass(
-            u8.shape, gt, with_holes, resolve, order, starts, *work
+            u8.shape, gt, with_holes, resolve, *work
         )
         best = np.maximum(best, holes)
         settled = resolve & (hole_total >= 0) & (hole_total < margin)
         largest_iou[settled] = candidate[settled]
         resolve &= ~settled
         if resolve.any():
-            _outer_exact(
-                u8.shape, gt, resolve, hole_starts, hole_area, hole_above, largest_iou,
-                order, starts, *work,
-            )
+            recorded = (hole_starts, hole_area, hole_above)
+            _outer_exact(u8.shape, gt, resolve, recorded, largest_iou, *work)
     empty = components[levels] == 0
     nothing = _box_iou(0, 0, 0, 0, gt)
     return (
