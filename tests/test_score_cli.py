@@ -23,6 +23,25 @@ def save_maps(root: Path, split, maps: dict[str, np.ndarray], basename: bool = F
         np.save(str(path) + ".npy", scoremap)
 
 
+def score(
+    maps: Path,
+    metadata: Path,
+    split: str,
+    data_root: Path | None = None,
+    interval: float | None = None,
+    json_out: Path | None = None,
+) -> int:
+    """Exit code of `wsol score` on the maps under `maps` for `split` of `metadata`."""
+    args = ["score", "--scoremaps", str(maps), "--metadata-root", str(metadata), "--split", split]
+    if data_root is not None:
+        args += ["--data-root", str(data_root)]
+    if interval is not None:
+        args += ["--curve-interval", str(interval)]
+    if json_out is not None:
+        args += ["--json", str(json_out)]
+    return main(args)
+
+
 def smooth(rng: np.random.Generator, size: int, knots: int) -> np.ndarray:
     """A CAM-like map: bicubic upsampling of a coarse random map, min-max normalised."""
     coarse = torch.from_numpy(rng.random((1, 1, knots, knots)).astype(np.float32))
@@ -43,26 +62,8 @@ def test_score_matches_reference_boxes_and_masks(tiny_synth, tmp_path, capsys, i
         maps = {i: smooth(rng, 28, int(rng.integers(4, 9))) for i in split.image_ids}
     save_maps(tmp_path / "maps", split, maps)
     out = tmp_path / "scores.json"
-    assert (
-        main(
-            [
-                "score",
-                "--scoremaps",
-                str(tmp_path / "maps"),
-                "--metadata-root",
-                str(tiny_synth / "metadata"),
-                "--split",
-                "val",
-                "--data-root",
-                str(tiny_synth),
-                "--curve-interval",
-                str(interval),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    metadata = tiny_synth / "metadata"
+    assert score(tmp_path / "maps", metadata, "val", tiny_synth, interval, out) == 0
     got = json.loads(out.read_text())
     boxes = [resized_boxes(split.boxes[i], split.sizes[i], (28, 28)) for i in split.image_ids]
     v2 = reference.max_box_acc(list(maps.values()), boxes, interval, True)
@@ -92,22 +93,8 @@ def test_score_reads_reference_style_basenames(tiny_synth, tmp_path):
     maps = {i: np.full((16, 16), 0.5, np.float32) for i in split.image_ids}
     save_maps(tmp_path / "maps", split, maps, basename=True)
     # synthetic basenames (00000.png ...) are unique per split, so they are accepted
-    code = main(
-        [
-            "score",
-            "--scoremaps",
-            str(tmp_path / "maps"),
-            "--metadata-root",
-            str(tiny_synth / "metadata"),
-            "--split",
-            "test",
-            "--data-root",
-            str(tiny_synth),
-            "--curve-interval",
-            "0.001",
-            "--json",
-            str(tmp_path / "s.json"),
-        ]
+    code = score(
+        tmp_path / "maps", tiny_synth / "metadata", "test", tiny_synth, 0.001, tmp_path / "s.json"
     )
     assert code == 0
     assert json.loads((tmp_path / "s.json").read_text())["curve_interval"] == 0.001
@@ -117,21 +104,11 @@ def test_missing_or_invalid_map_is_a_clear_error(tiny_synth, tmp_path, capsys):
     split = load_split(tiny_synth / "metadata", "val")
     maps = {i: np.zeros((8, 8), np.float32) for i in split.image_ids[1:]}
     save_maps(tmp_path / "maps", split, maps)
-    args = [
-        "score",
-        "--scoremaps",
-        str(tmp_path / "maps"),
-        "--metadata-root",
-        str(tiny_synth / "metadata"),
-        "--split",
-        "val",
-        "--data-root",
-        str(tiny_synth),
-    ]
-    assert main(args) == 2
+    args = (tmp_path / "maps", tiny_synth / "metadata", "val", tiny_synth)
+    assert score(*args) == 2
     assert f"no score map for {split.image_ids[0]!r}" in capsys.readouterr().err
     save_maps(tmp_path / "maps", split, {split.image_ids[0]: np.full((8, 8), 2.0, np.float32)})
-    assert main(args) == 2
+    assert score(*args) == 2
     err = capsys.readouterr().err
     assert split.image_ids[0] in err and "[0, 1]" in err
 
@@ -146,21 +123,6 @@ def test_score_real_cub_metadata_sizes_without_images(real_metadata, tmp_path):
         maps[i][box.y0 : box.y1 + 1, box.x0 : box.x1 + 1] = 1.0
     save_maps(tmp_path / "maps", split, maps)
     out = tmp_path / "cub.json"
-    assert (
-        main(
-            [
-                "score",
-                "--scoremaps",
-                str(tmp_path / "maps"),
-                "--metadata-root",
-                str(real_metadata / "CUB"),
-                "--split",
-                "val",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert score(tmp_path / "maps", real_metadata / "CUB", "val", json_out=out) == 0
     got = json.loads(out.read_text())
     assert got["BoxAccV2@30"] == 100.0 and got["images"] == 1000
