@@ -21,36 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+# the benchmark helpers import no wsol code: with --tree, wsol still comes from that tree
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import best, load_average, random_boxes, timed, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 224
-
-
-def timed(run: Callable[[], object]) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (this process, all its threads) of one run."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def random_boxes(count: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    boxes = []
-    for _ in range(count):
-        x0, y0 = rng.integers(0, 150, 2)
-        boxes.append(np.array([[x0, y0, x0 + rng.integers(20, 74), y0 + rng.integers(20, 74)]]))
-    return boxes
 
 
 class _BoxTargets:
@@ -93,8 +80,7 @@ def cub_sized(count: int, raw_size: int, batch: int, repeats: int) -> dict[str, 
             select_normalisation(batches, targets, "MaxBoxAccV2", config))))
         score_runs.append(timed(lambda: scored.append(
             score_split(batches, targets, found[-1][0], config.curve_interval))))
-    search = min(r[0] for r in search_runs), min(r[1] for r in search_runs)
-    score = min(r[0] for r in score_runs), min(r[1] for r in score_runs)
+    search, score = best(search_runs), best(score_runs)
     names = [c.label for c in candidates(config)]
     chosen, per_candidate = found[-1]
     return {
@@ -204,7 +190,7 @@ def demo_epochs(config_path: Path, data_root: Path, epochs: int) -> dict[str, An
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "source": str(Path(args.tree).resolve()) if args.tree else str(ROOT),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "load_average": load_average(),
         "torch_threads": torch.get_num_threads(),
         "cub_sized": cub_sized(args.maps, 28, 64, args.repeats),
         "demo": demo_epochs(Path(args.config).resolve(), Path(args.data_root).resolve(),
@@ -235,8 +221,6 @@ def main() -> None:
     if args.tree:
         print(json.dumps(measure(args)))
         return
-    from benchmarks.common import write_result
-
     payload: dict[str, Any] = {}
     if args.baseline:
         command = [sys.executable, __file__, "--tree", args.baseline, "--maps", str(args.maps),

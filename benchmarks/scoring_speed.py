@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import cam_like_maps, write_result
+from benchmarks.common import best, cam_like_maps, load_average, random_boxes, timed, write_result
 from wsol.common.protocol import IOU_THRESHOLDS
 from wsol.data.metadata import load_split
 from wsol.scoring import reference
@@ -49,31 +48,6 @@ from wsol.scoring.pxap import PxAPAccumulator
 from wsol.scoring.saved_maps import score_saved_maps
 
 SIZE = 224
-
-
-def timed(run: Callable[[], object]) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (this process, all its threads) of one run."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
-    """Shortest wall-clock and shortest CPU time of the repetitions."""
-    return min(r[0] for r in runs), min(r[1] for r in runs)
-
-
-def load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def random_boxes(count: int, seed: int = 3) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    boxes = []
-    for _ in range(count):
-        x0, y0 = rng.integers(0, 150, 2)
-        boxes.append(np.array([[x0, y0, x0 + rng.integers(20, 74), y0 + rng.integers(20, 74)]]))
-    return boxes
 
 
 # --- wsol score, end to end ------------------------------------------------------------
@@ -129,7 +103,7 @@ def reference_score(paths: list[Path], boxes: list[np.ndarray], interval: float)
 
 def command_speed(interval: float, sizes: tuple[int, int], ref_maps: int, repeats: int) -> dict:
     small, large = sizes
-    boxes = random_boxes(large)
+    boxes = random_boxes(large, seed=3)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         maps = cam_like_maps(large)
@@ -180,7 +154,7 @@ def command_speed(interval: float, sizes: tuple[int, int], ref_maps: int, repeat
             f"{clock}speedup_in_process_two_workers": ref_ms / two_ms,
         })
     result["same_result"] = all(ours[k] == expected[k] for k in keys)
-    result["load_average"] = load()
+    result["load_average"] = load_average()
     return result
 
 
@@ -192,26 +166,22 @@ def metric_speed(maps: np.ndarray, boxes: list[np.ndarray], interval: float, ref
     pairs = list(zip(maps, boxes, strict=True))
     ref_pairs = pairs[:ref_maps]
     BoxMetricsAccumulator(interval).add_many(pairs[:2])  # compile once, outside the timing
-    runs: dict[str, tuple[Callable[[], object], int]] = {
-        "maxboxacc_one_thread": (
-            lambda: BoxAccumulator(interval, False, workers=1).add_many(pairs), len(pairs)),
-        "maxboxacc_two_threads": (
-            lambda: BoxAccumulator(interval, False, workers=2).add_many(pairs), len(pairs)),
-        "maxboxacc_reference": (
-            lambda: [reference.best_iou_curve(m, b, interval, False) for m, b in ref_pairs],
-            ref_maps),
-        "maxboxaccv2_one_thread": (
-            lambda: BoxAccumulator(interval, True, workers=1).add_many(pairs), len(pairs)),
-        "maxboxaccv2_two_threads": (
-            lambda: BoxAccumulator(interval, True, workers=2).add_many(pairs), len(pairs)),
-        "maxboxaccv2_reference": (
-            lambda: [reference.best_iou_curve(m, b, interval, True) for m, b in ref_pairs],
-            ref_maps),
-        "both_one_thread": (
-            lambda: BoxMetricsAccumulator(interval, workers=1).add_many(pairs), len(pairs)),
-        "both_two_threads": (
-            lambda: BoxMetricsAccumulator(interval, workers=2).add_many(pairs), len(pairs)),
+    # per metric, ours on one thread and on two, then the reference (MaxBoxAcc, MaxBoxAccV2)
+    accumulators: dict[str, Callable[[int], BoxAccumulator | BoxMetricsAccumulator]] = {
+        "maxboxacc": lambda workers: BoxAccumulator(interval, False, workers=workers),
+        "maxboxaccv2": lambda workers: BoxAccumulator(interval, True, workers=workers),
+        "both": lambda workers: BoxMetricsAccumulator(interval, workers=workers),
     }
+    runs: dict[str, tuple[Callable[[], object], int]] = {}
+    for metric, accumulator in accumulators.items():
+        for workers, threads in ((1, "one_thread"), (2, "two_threads")):
+            runs[f"{metric}_{threads}"] = (
+                lambda make=accumulator, w=workers: make(w).add_many(pairs), len(pairs))
+        if metric != "both":
+            runs[f"{metric}_reference"] = (
+                lambda v2=metric == "maxboxaccv2": [
+                    reference.best_iou_curve(m, b, interval, v2) for m, b in ref_pairs],
+                ref_maps)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, (run, _count) in runs.items():
@@ -238,7 +208,7 @@ def metric_speed(maps: np.ndarray, boxes: list[np.ndarray], interval: float, ref
         result[f"same_result_{metric}"] = (
             {d: check.result().max_accuracy(d) for d in IOU_THRESHOLDS} == expected
             == {d: curves.max_accuracy(d) for d in IOU_THRESHOLDS})
-    result["load_average"] = load()
+    result["load_average"] = load_average()
     return result
 
 
@@ -273,7 +243,7 @@ def pxap_speed(count: int, interval: float, repeats: int = 3) -> dict:
     acc = accumulators[-1]
     result = {"interval": interval, "maps": count, "seconds_fast": fast,
               "seconds_reference_extrapolated": slow, "speedup": slow / fast,
-              "same_result": check.result().pxap == expected[-1], "load_average": load()}
+              "same_result": check.result().pxap == expected[-1], "load_average": load_average()}
     if torch.cuda.is_available():
         device_maps = torch.from_numpy(maps).cuda()
         device_gt = torch.from_numpy(gt).cuda()
@@ -297,10 +267,10 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     maps = cam_like_maps(args.maps)
-    boxes = random_boxes(args.maps)
+    boxes = random_boxes(args.maps, seed=3)
     sizes = tuple(args.sizes)
     write_result(args.json, "scoring_speed", {
-        "load_average_start": load(),
+        "load_average_start": load_average(),
         "wsol_score": [
             command_speed(0.01, sizes, 40, args.repeats),  # type: ignore[arg-type]
             command_speed(0.001, sizes, 8, args.repeats),  # type: ignore[arg-type]
