@@ -18,6 +18,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
+from small_search import small_experiment
 
 from wsol.cli import main as wsol
 from wsol.lifecycle.promote import rank
@@ -49,15 +50,10 @@ def test_compare_searches_promotes_evaluates_once_and_reports(
     monkeypatch.chdir(tmp_path)  # the SQLite store puts artifacts under ./mlruns/artifacts
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tmp_path / "compare.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "cmp", "dataset": "synthetic", "data_root": str(tiny_synth),
-        "synthetic_preset": None, "methods": ["cam", "bgc"], "backbones": ["tiny"],
-        "trials_per_pair": 2, "max_concurrent": 2, "scheduler": {"type": "fifo"},
-        "search_spaces": str(SPACES), "seed": BASE_SEED,
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 2,
-                  "ivr_percentiles": [30.0]},
-        "method_params": {"bgc": {"warm": 0}}, "storage_path": str(tmp_path / "ray"),
-    }))
+    config.write_text(yaml.safe_dump(small_experiment(
+        "cmp", tiny_synth, tmp_path, trial={"epochs": 2}, methods=["cam", "bgc"],
+        trials_per_pair=2, max_concurrent=2, seed=BASE_SEED,
+        method_params={"bgc": {"warm": 0}})))
     out = tmp_path / "compare.json"
     assert wsol(["compare", "--config", str(config), "--search-seeds", "2",
                  "--tracking-uri", uri, "--device", "cpu", "--json", str(out)]) == 0

@@ -23,6 +23,7 @@ from servers import (
     mlflow_server,
     s3_server,
 )
+from small_search import small_experiment
 
 from wsol.cli import main as wsol
 from wsol.data.synthetic import PRESETS, generate
@@ -67,16 +68,10 @@ def test_search_promote_evaluate_report(tmp_path: Path, servers, two_nodes, capf
     hidden = tmp_path / "test-metadata-hidden"
     shutil.move(data / "metadata" / "test", hidden)
 
-    experiment = experiment_from_dict({
-        "name": "integration", "dataset": "synthetic", "data_root": str(data),
-        "synthetic_preset": None, "methods": ["cam", "bgc"], "backbones": ["tiny"],
-        "trials_per_pair": 2, "max_concurrent": 2, "scheduler": {"type": "fifo"},
-        "search_spaces": str(SPACES),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 2,
-                  "ivr_percentiles": [30.0]},
-        "method_params": {"bgc": {"warm": 0}},
-        "storage_path": f"s3://{BUCKET}/ray", "tracking_uri": uri,
-    })
+    experiment = experiment_from_dict(small_experiment(
+        "integration", data, tmp_path, trial={"epochs": 2}, methods=["cam", "bgc"],
+        trials_per_pair=2, max_concurrent=2, method_params={"bgc": {"warm": 0}},
+        storage_path=f"s3://{BUCKET}/ray", tracking_uri=uri))
     summary = run_search(experiment)
     assert summary["trials"] == 4 and summary["failed"] == 0
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from servers import mlflow_server
+from small_search import small_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN, PASSWORD = "admin", "wsol-team-password-4e1b7c"
@@ -50,14 +51,9 @@ def test_search_logs_to_a_basic_auth_server(tiny_synth: Path, tmp_path: Path,
 
         experiment = tmp_path / "exp" / "auth.yaml"
         experiment.parent.mkdir()
-        experiment.write_text(yaml.safe_dump({
-            "name": "auth", "data_root": str(tiny_synth), "synthetic_preset": None,
-            "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": 1,
-            "max_concurrent": 1, "scheduler": {"type": "fifo"},
-            "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 1,
-                      "ivr_percentiles": [30.0]},
-            "storage_path": str(tmp_path / "ray"),
-        }))
+        # The project's search spaces (none named), as a user's file would have it.
+        experiment.write_text(yaml.safe_dump(small_experiment(
+            "auth", tiny_synth, tmp_path, search_spaces=None)))
         env = {**os.environ, "MLFLOW_TRACKING_USERNAME": ADMIN,
                "MLFLOW_TRACKING_PASSWORD": PASSWORD, "RAY_AUTH_MODE": "disabled"}
         done = subprocess.run([sys.executable, str(REPO / "search.py"), "--config",

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from servers import mlflow_server
+from small_search import small_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") \
@@ -45,14 +46,8 @@ def searched(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Sear
     work = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{work / 'mlflow.db'}"
     config = work / "ui.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "ui-demo", "data_root": str(tiny_synth), "synthetic_preset": None,
-        "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": 2, "max_concurrent": 2,
-        "scheduler": {"type": "fifo"}, "search_spaces": str(REPO / "search_spaces"),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 1,
-                  "ivr_percentiles": [30.0]},
-        "storage_path": str(work / "ray"), "tracking_uri": uri,
-    }))
+    config.write_text(yaml.safe_dump(small_experiment(
+        "ui-demo", tiny_synth, work, trials_per_pair=2, max_concurrent=2, tracking_uri=uri)))
     # Its own local Ray, whatever Ray instance this test process may have started.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([sys.executable, str(REPO / "search.py"), "--config", str(config)],

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from small_search import small_experiment
 
 from wsol.common import tracking_schema as schema
 from wsol.lifecycle.promote import promote
@@ -41,14 +42,9 @@ def test_search_records_parent_children_and_the_failure(tiny_synth: Path, tmp_pa
         "method: bgc\nextends: base.yaml\nfixed: {lambda_drop: .nan, warm: 0}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = experiment_from_dict({
-        "name": "test-search", "data_root": str(tiny_synth), "synthetic_preset": None,
-        "methods": ["cam", "bgc"], "backbones": ["tiny"], "trials_per_pair": 2,
-        "max_concurrent": 2, "scheduler": {"type": "fifo"}, "search_spaces": str(spaces),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 2,
-                  "ivr_percentiles": [30.0]},
-        "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
-    })
+    experiment = experiment_from_dict(small_experiment(
+        "test-search", tiny_synth, tmp_path, trial={"epochs": 2}, methods=["cam", "bgc"],
+        trials_per_pair=2, max_concurrent=2, search_spaces=str(spaces), tracking_uri=uri))
     capfd.readouterr()
     summary = run_search(experiment)
     console = capfd.readouterr()
@@ -149,13 +145,8 @@ def test_parent_run_ends_when_the_search_raises(error: BaseException, status: st
                                                 local_ray: None,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = experiment_from_dict({
-        "name": "raises", "data_root": str(tiny_synth), "synthetic_preset": None,
-        "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": 1,
-        "scheduler": {"type": "fifo"}, "search_spaces": str(SPACES),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 1},
-        "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
-    })
+    experiment = experiment_from_dict(small_experiment("raises", tiny_synth, tmp_path,
+                                                       tracking_uri=uri))
     monkeypatch.setattr(_FailingTuner, "error", error)
     monkeypatch.setattr(runner.tune, "Tuner", _FailingTuner)
     with pytest.raises(type(error)):

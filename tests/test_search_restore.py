@@ -14,6 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from servers import ray_nodes
+from small_search import small_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
@@ -39,14 +40,9 @@ def test_killed_driver_restores_without_duplicate_runs(tiny_synth: Path, tmp_pat
                                                        ray_cluster: str) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tmp_path / "restore.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "restore", "data_root": str(tiny_synth), "synthetic_preset": None,
-        "methods": ["cam"], "backbones": ["tiny"], "trials_per_pair": 4, "max_concurrent": 1,
-        "scheduler": {"type": "fifo"}, "search_spaces": str(REPO / "search_spaces"),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 4,
-                  "ivr_percentiles": [30.0]},
-        "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
-    }))
+    config.write_text(yaml.safe_dump(small_experiment(
+        "restore", tiny_synth, tmp_path, trial={"epochs": 4}, trials_per_pair=4,
+        tracking_uri=uri)))
     command = [sys.executable, str(REPO / "search.py"), "--config", str(config),
                "--address", ray_cluster]
     # Tune saves its experiment state every second here, so the kill finds a recent one. The

@@ -15,6 +15,7 @@ import pytest
 import ray
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from small_search import small_experiment
 
 import wsol
 from wsol.common import tracking_schema as schema
@@ -75,15 +76,8 @@ def store(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     evaluated on its own, and a logged report: every kind of record, in one SQLite store."""
     tmp = tmp_path_factory.mktemp("schema")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    experiment = experiment_from_dict({
-        "name": "schema", "dataset": "synthetic", "data_root": str(tiny_synth),
-        "synthetic_preset": None, "methods": ["cam"], "backbones": ["tiny"],
-        "trials_per_pair": 2, "max_concurrent": 2, "scheduler": {"type": "fifo"},
-        "search_spaces": str(REPO / "search_spaces"), "tracking_uri": uri,
-        "storage_path": str(tmp / "ray"),
-        "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 1,
-                  "ivr_percentiles": [30.0]},
-    })
+    experiment = experiment_from_dict(small_experiment(
+        "schema", tiny_synth, tmp, trials_per_pair=2, max_concurrent=2, tracking_uri=uri))
     ray.init(num_cpus=2, include_dashboard=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp)  # the SQLite store puts artifacts under ./mlruns/artifacts
