@@ -101,6 +101,53 @@ def mlflow_server(workdir: Path, s3_endpoint: str | None = None, app: str | None
         yield uri
 
 
+_PROXY = """
+import asyncio, sys
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+async def handle(reader, writer):
+    try:
+        target = await asyncio.open_connection("127.0.0.1", int(sys.argv[2]))
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, target[1]), pipe(target[0], writer))
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]),
+                                        reuse_address=True)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def tcp_proxy(port: int, target: int) -> Iterator[None]:
+    """Forwards 127.0.0.1:`port` to `target`: stopping it takes a service away (connections
+    refused) while the service behind keeps its state, as S3 keeps a bucket through its bad
+    minutes; starting it again on the same port brings the service back."""
+    process = subprocess.Popen([sys.executable, "-c", _PROXY, str(port), str(target)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
 def bucket_objects(endpoint: str) -> dict[str, bytes]:
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=FAKE_KEY_ID,
                       aws_secret_access_key=FAKE_SECRET, region_name="us-east-1")

@@ -23,11 +23,15 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from servers import (
+    aws_env,
+    free_port,
     kill_mlflow_server,
     kill_processes_mentioning,
     mlflow_server,
     ray_nodes,
     ray_workers,
+    s3_server,
+    tcp_proxy,
 )
 
 from wsol.common import tracking_schema as schema
@@ -288,6 +292,7 @@ def test_two_searches_at_once_on_one_sqlite_store_and_one_server(tiny_synth: Pat
                 uri = f"sqlite:///{work / 'mlflow.db'}" if kind == "sqlite" else \
                     stack.enter_context(mlflow_server(work))
                 drivers = []
+                started = time.time()
                 for person in ("alice", "bob"):
                     config = write_config(work, tiny_synth, uri, "shared", epochs, trials,
                                           person, storage_path=str(work / person))
@@ -297,7 +302,8 @@ def test_two_searches_at_once_on_one_sqlite_store_and_one_server(tiny_synth: Pat
                     log = (work / f"{person}.log").read_text
                     assert driver.wait(300) == 0, log()[-4000:]
                     assert "database is locked" not in log() and "Traceback" not in log()
-                tally(uri, "shared", f"two searches on one {kind} store", 0)
+                tally(uri, "shared", f"two searches on one {kind} store",
+                      time.time() - started)
                 runs = check_logged_once(uri, "shared", 2 * trials, epochs)
                 client = MlflowClient(uri)
                 parents = [r for r in client.search_runs(
@@ -309,3 +315,39 @@ def test_two_searches_at_once_on_one_sqlite_store_and_one_server(tiny_synth: Pat
             warned = "another search (search shared) is writing to this SQLite store" in (
                 work / "bob.log").read_text()
             assert warned == (kind == "sqlite")
+
+
+def test_s3_away_and_back(tiny_synth: Path, tmp_path: Path) -> None:
+    """S3 (moto, behind a port of its own) refuses connections for 20 s in the middle of a
+    search whose Ray storage and MLflow artifacts are both on it; then it is back with its
+    bucket. The trials wait for their checkpoint uploads, the driver for its artifact
+    uploads; nothing is lost or logged twice."""
+    epochs, trials = 6, 2
+    log = tmp_path / "driver.log"
+    with s3_server(tmp_path) as direct:
+        port, target = free_port(), int(direct.rsplit(":", 1)[1])
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {**aws_env(endpoint), "AWS_ENDPOINT_URL": endpoint}
+        with contextlib.ExitStack() as s3:
+            s3.enter_context(tcp_proxy(port, target))
+            store = tmp_path / "server"
+            store.mkdir()
+            with mlflow_server(store, s3_endpoint=endpoint) as uri:
+                config = write_config(tmp_path, tiny_synth, uri, "s3-outage", epochs, trials,
+                                      storage_path="s3://wsol-artifacts/ray")
+                started = time.time()
+                driver = start_search(tmp_path, config, None, "driver.log", env)
+                wait_for(lambda: any(epochs_logged(uri, r)
+                                     for r in trial_runs(uri, "s3-outage")),
+                         "an epoch", driver, log)
+                s3.close()
+                down = time.time()
+                time.sleep(20)
+                assert driver.poll() is None, log.read_text()[-4000:]
+                with tcp_proxy(port, target):
+                    away = time.time() - down
+                    assert driver.wait(300) == 0, log.read_text()[-4000:]
+                    tally(uri, "s3-outage", f"S3 refusing connections {away:.0f} s",
+                          time.time() - started)
+                    check_logged_once(uri, "s3-outage", trials, epochs)
+    assert f"{trials} trials, 0 failed" in log.read_text()

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from wsol.common.tracking_schema import TRIAL_METRICS
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.space import TRIAL_FIELDS
-from wsol.search.tracking import transient
+from wsol.search.tracking import RETRY_S, outage_limit_s, transient
 from wsol.trial.config import config_from_dict
 from wsol.trial.runner import Evaluation, run_trial
 
@@ -72,7 +75,32 @@ def _report(evaluation: Evaluation) -> None:
             source = evaluation.out_dir / name
             if source.exists():
                 shutil.copy2(source, Path(tmp) / name)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        checkpoint = tune.Checkpoint.from_directory(tmp)
+        # The upload comes before the result is sent, so a failed one can be repeated.
+        _through_outages(lambda: tune.report(metrics, checkpoint=checkpoint))
+
+
+def _through_outages(action: Callable[[], None]) -> None:
+    """Runs `action` until storage answers, for up to the outage limit (S3's bad minutes);
+    a trial that raised at once would spend its retries in seconds."""
+    started = time.time()
+    while True:
+        try:
+            action()
+            return
+        except Exception as error:
+            if not transient(error) or time.time() - started > outage_limit_s():
+                raise
+            print(f"storage unreachable ({error}); trying again in {RETRY_S:.0f} s",
+                  file=sys.stderr, flush=True)
+            time.sleep(RETRY_S)
+
+
+def _restore(checkpoint: tune.Checkpoint, out: Path) -> None:
+    with checkpoint.as_directory() as saved:
+        for name in CHECKPOINT_FILES:
+            if (Path(saved) / name).exists():
+                shutil.copy2(Path(saved) / name, out / name)
 
 
 def _error_note() -> tuple[pyarrow.fs.FileSystem, str]:
@@ -114,10 +142,7 @@ def _search_trial(sampled: dict[str, Any], base: dict[str, Any],
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
-            with checkpoint.as_directory() as saved:
-                for name in CHECKPOINT_FILES:
-                    if (Path(saved) / name).exists():
-                        shutil.copy2(Path(saved) / name, out / name)
+            _through_outages(lambda: _restore(checkpoint, out))
         run_trial(config, out, _report)
     finally:
         shutil.rmtree(out, ignore_errors=True)
