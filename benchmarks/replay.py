@@ -21,6 +21,7 @@ the incumbent is the trial with the best observed score, valued at its mean curv
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -210,24 +211,29 @@ def band(matrix: np.ndarray) -> dict[str, list[float]]:
 
 def summarise(runs: dict[str, list[dict]], trials: int, max_t: int) -> dict:
     """Per combination: regret against trials and epochs (median and quartiles over seeds),
-    final regret, and the epochs it needs to reach random search's final best per seed."""
+    final regret, and the epochs it needs to reach random search's final best per seed. The
+    random search a seed is held against is another seed's (the next one): at its own seed,
+    random search with ASHA would replay the very same trials and noise (common random
+    numbers) and reach the target by construction."""
     rng = np.random.default_rng(0)
     baseline = runs["random+fifo"]
+    baseline = baseline[1:] + baseline[:1]
     random_total = trials * max_t
-    random_own = np.array([epochs_to_reach(r, r["best"][-1]) for r in baseline])
+    random_own = np.array([epochs_to_reach(r, r["best"][-1]) for r in runs["random+fifo"]])
     grid = np.arange(0, random_total + 1, 6)
     table = {}
     for combo, seeds in runs.items():
         reach = np.array([epochs_to_reach(run, base["best"][-1])
                           for run, base in zip(seeds, baseline, strict=True)])
         regret = np.array([run["regret"] for run in seeds])
+        to_best = median_ci(reach, rng)
         table[combo] = {
             "seeds": len(seeds),
             "final_regret_median_ci": median_ci(regret[:, -1], rng),
             "epochs_spent_median": float(np.median([run["epochs"][-1] for run in seeds])),
             "reaches_random_best": float(np.mean(np.isfinite(reach))),
-            "epochs_to_random_best_median_ci": median_ci(reach, rng),
-            "epochs_to_random_best_over_random_epochs": float(np.median(reach) / random_total),
+            "epochs_to_random_best_median_ci": to_best,
+            "epochs_to_random_best_over_random_epochs": to_best[0] / random_total,
             "regret_by_trial": band(regret),
             "regret_by_epochs": band(np.array([regret_at_epochs(run, grid) for run in seeds])),
         }
@@ -264,13 +270,17 @@ def plot(summary: dict, trials: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (by_trial, by_epochs) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colours = dict(zip(SAMPLERS, plt.rcParams["axes.prop_cycle"].by_key()["color"],
+                       strict=False))
     for combo, row in sorted(summary["table"].items()):
-        style = "-" if combo.endswith("asha") else "--"
+        sampler, scheduler = combo.split("+")
+        style = "-" if scheduler == "asha" else "--"
         for axes, x, key in ((by_trial, np.arange(1, trials + 1), "regret_by_trial"),
                              (by_epochs, summary["epochs_grid"], "regret_by_epochs")):
-            line, = axes.plot(x, row[key]["median"], style, label=combo, linewidth=1.2)
-            axes.fill_between(x, row[key]["q25"], row[key]["q75"], alpha=0.08,
-                              color=line.get_color())
+            axes.plot(x, row[key]["median"], style, label=combo, linewidth=1.2,
+                      color=colours[sampler])
+            axes.fill_between(x, row[key]["q25"], row[key]["q75"], alpha=0.06,
+                              color=colours[sampler])
     by_trial.set_xlabel("trials")
     by_epochs.set_xlabel("epochs spent")
     by_trial.set_ylabel("regret (train-fullsup MaxBoxAccV2 points)")
@@ -288,9 +298,11 @@ def pick_default(table: dict) -> str:
 
 
 def markdown(summary: dict, default: str) -> str:
-    lines = ["| sampler + scheduler | final regret, median [95% CI] | epochs spent (median) | "
-             "reaches random's best | epochs to random's best, median [95% CI] | "
-             "/ random's epochs |", "|---|---|---|---|---|---|"]
+    half = summary["epochs_grid"].index(summary["random_epochs"] // 2 // 6 * 6)
+    lines = ["| sampler + scheduler | regret after 10 trials | regret after "
+             f"{summary['epochs_grid'][half]} epochs | final regret, median [95% CI] | "
+             "epochs spent | reaches random's best | epochs to random's best, median [95% CI] | "
+             "/ random's epochs |", "|---|---|---|---|---|---|---|---|"]
 
     def fmt(v: float) -> str:
         return "never" if math.isinf(v) else f"{v:.1f}"
@@ -299,7 +311,9 @@ def markdown(summary: dict, default: str) -> str:
                              key=lambda kv: kv[1]["epochs_to_random_best_median_ci"][0]):
         r, e = row["final_regret_median_ci"], row["epochs_to_random_best_median_ci"]
         name = f"**{combo}**" if combo == default else combo
-        lines.append(f"| {name} | {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] | "
+        lines.append(f"| {name} | {row['regret_by_trial']['median'][9]:.2f} | "
+                     f"{row['regret_by_epochs']['median'][half]:.2f} | "
+                     f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] | "
                      f"{row['epochs_spent_median']:.0f} | {row['reaches_random_best']:.0%} | "
                      f"{fmt(e[0])} [{fmt(e[1])}, {fmt(e[2])}] | "
                      f"{row['epochs_to_random_best_over_random_epochs']:.2f} |")
@@ -323,7 +337,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS))
-    parser.add_argument("--runs", default=str(REPO / "benchmarks" / "results" / "replay_runs.json"),
+    parser.add_argument("--runs", default=str(REPO / "benchmarks" / "results" /
+                                              "replay_runs.json.gz"),
                         help="per-seed results, kept between calls: a call with --samplers adds "
                         "or replaces those samplers' combinations")
     parser.add_argument("--check", nargs="*", default=sorted(
@@ -338,7 +353,8 @@ def main() -> None:
     rows = load_curves(curves)
     surrogate = fit(rows)
     space, first, max_t, grace, rf = setting(Path(args.experiment))
-    stored = json.loads(Path(args.runs).read_text()) if Path(args.runs).exists() else {}
+    stored = json.loads(gzip.decompress(Path(args.runs).read_bytes())) \
+        if Path(args.runs).exists() else {}
     if stored.get("curves_sha256") != fingerprint(curves) or stored.get("seeds") != args.seeds:
         stored = {"curves_sha256": fingerprint(curves), "seeds": args.seeds, "runs": {},
                   "seconds": {}}
@@ -351,7 +367,7 @@ def main() -> None:
                        grace, rf) for seed in range(args.seeds)]
             stored["seconds"][combo] = round(time.perf_counter() - started, 1)
             print(f"{combo}: {args.seeds} seeds in {stored['seconds'][combo]} s", flush=True)
-    Path(args.runs).write_text(json.dumps(stored))
+    Path(args.runs).write_bytes(gzip.compress(json.dumps(stored).encode(), mtime=0))
     summary = summarise(stored["runs"], args.trials, max_t)
     default = pick_default(summary["table"])
     correlation, repeats = seed_correlation(rows)

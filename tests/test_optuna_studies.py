@@ -35,6 +35,7 @@ def _values(tiny_synth: Path, tmp: Path, **changes: Any) -> dict[str, Any]:
         "name": "studies", "dataset": "synthetic", "data_root": str(tiny_synth),
         "synthetic_preset": None, "methods": ["cam"], "backbones": ["tiny"],
         "trials_per_pair": 3, "max_concurrent": 2, "scheduler": {"type": "fifo"},
+        "sampler": "tpe",
         "search_spaces": str(REPO / "search_spaces"), "storage_path": str(tmp / "ray"),
         "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
         "trial": {"resize": 36, "crop": 32, "eval_size": 32, "batch_size": 8, "epochs": 1,

@@ -364,7 +364,9 @@ def _studies(experiment: Experiment, spaces: dict[str, SearchSpace],
 def _close_studies(uri: str, run_id: str, url: str, pairs: list[str],
                    summary: dict[str, Any]) -> None:
     """Optuna's plots of every study on the parent run, and where to open the studies."""
-    prefix = MlflowClient(uri).get_run(run_id).data.tags[schema.OPTUNA_STUDY]
+    prefix = MlflowClient(uri).get_run(run_id).data.tags.get(schema.OPTUNA_STUDY)
+    if prefix is None:  # a restored search that began before studies persisted
+        return
     storage = open_storage(url)
     studies = {pair: optuna.load_study(study_name=study_name(prefix, pair), storage=storage)
                for pair in pairs}
@@ -372,8 +374,12 @@ def _close_studies(uri: str, run_id: str, url: str, pairs: list[str],
                          "studies": {pair: s.study_name for pair, s in studies.items()},
                          "trials": {pair: len(s.trials) for pair, s in studies.items()}}
     with tempfile.TemporaryDirectory() as tmp:
-        if plot_studies(studies, Path(tmp)):
-            MlflowClient(uri).log_artifacts(run_id, tmp, schema.OPTUNA_FOLDER)
+        try:
+            if plot_studies(studies, Path(tmp)):
+                MlflowClient(uri).log_artifacts(run_id, tmp, schema.OPTUNA_FOLDER)
+        except Exception as error:  # pictures: never the reason a search fails
+            say(f"warning: Optuna's plots not logged: {type(error).__name__}: {error}",
+                error=True)
     say(f"Optuna studies ({', '.join(s.study_name for s in studies.values())}): "
         f"{dashboard_command(url)}")
 
