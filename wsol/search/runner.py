@@ -38,7 +38,6 @@ from wsol.search.progress import SearchProgress, console_to_log, say, worker_out
 from wsol.search.space import SearchSpace, load_search_space
 from wsol.search.studies import (
     RunLookup,
-    dashboard_command,
     describe_sampler,
     make_sampler,
     open_storage,
@@ -380,8 +379,6 @@ def _close_studies(uri: str, run_id: str, url: str, pairs: list[str],
         except Exception as error:  # pictures: never the reason a search fails
             say(f"warning: Optuna's plots not logged: {type(error).__name__}: {error}",
                 error=True)
-    say(f"Optuna studies ({', '.join(s.study_name for s in studies.values())}): "
-        f"{dashboard_command(url)}")
 
 
 def _merge_previous(uri: str, run_id: str, summary: dict[str, Any]) -> None:
