@@ -8,10 +8,12 @@ carries its Tune trial id and MLflow run id as user attributes (wsol.search.stud
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable
 from typing import Any
 
+import optuna
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -43,7 +45,17 @@ class PairedSearcher(Searcher):
         finished trial's attributes as they were)."""
         trials = getattr(self.searchers[self.owner[trial_id]], "_ot_trials", {})
         if trial_id in trials:
-            trials[trial_id].set_user_attr(key, value)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trials[trial_id].set_user_attr(key, value)
+
+    def _ended(self, trial_id: str) -> bool:
+        """Whether the study already ended the Optuna trial behind a Tune trial: after
+        --restore, Tune's searcher snapshot may predate the study's last writes (the driver
+        died between the two), and Optuna refuses any update of an ended trial."""
+        trial = getattr(self.searchers[self.owner[trial_id]], "_ot_trials", {}).get(trial_id)
+        if not isinstance(trial, optuna.Trial):
+            return False
+        return trial.storage.get_trial(trial._trial_id).state.is_finished()
 
     def _link(self, trial_id: str) -> None:
         if self.run_of is None or trial_id in self.linked or trial_id not in self.owner:
@@ -74,13 +86,21 @@ class PairedSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.owner:
             self._link(trial_id)
-            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        if trial_id in self.owner:
-            self._link(trial_id)
-            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
+        if trial_id not in self.owner:
+            return
+        self._link(trial_id)
+        searcher = self.searchers[self.owner[trial_id]]
+        if self._ended(trial_id):  # told before the driver died: the study keeps its value
+            completed = getattr(searcher, "_completed_trials", None)
+            if isinstance(completed, set):
+                completed.add(trial_id)
+            return
+        searcher.on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:

@@ -298,7 +298,7 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         name = f"{experiment.name}+{time.strftime('%Y%m%d-%H%M%S')}"
     else:
         experiment_id, run_id = start_search_run(
-            uri, experiment.to_dict(), {m: s.path for m, s in spaces.items()},
+            uri, logged_experiment(experiment), {m: s.path for m, s in spaces.items()},
             dataset_fingerprint(metadata))
         _write_parent(experiment_dir, experiment_id, run_id)
         prefix = _study_prefix(optuna_storage, experiment.name, run_id)
@@ -335,6 +335,15 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         ),
     )
     return tuner, experiment_id, run_id
+
+
+def logged_experiment(experiment: Experiment) -> dict[str, Any]:
+    """The experiment as the parent run records it (params, experiment.json): an RDB
+    `optuna_storage` without its password."""
+    values = experiment.to_dict()
+    if values.get("optuna_storage"):
+        values["optuna_storage"] = public_url(values["optuna_storage"])
+    return values
 
 
 def _study_prefix(storage: optuna.storages.BaseStorage, name: str, run_id: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ RAY_TRIAL_ATTR = "ray_trial_id"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 SEARCH_ATTR, PAIR_ATTR, SAMPLER_ATTR, SPACE_ATTR = "search", "pair", "sampler", "search_space"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+END_REASON_ATTR = "end_reason"  # of a trial that the search ended as FAIL
 
 
 def storage_url(configured: str | None, local_state: Path) -> str:
@@ -50,14 +52,20 @@ def open_storage(url: str) -> BaseStorage:
 
 
 def public_url(url: str) -> str:
-    """The URL without its password: what the parent run and the console show."""
+    """The URL without its password (in the user part or a `password=` query parameter):
+    what the parent run, the experiment it logs and the console show."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")  # the host as written: IPv6 keeps its brackets
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = _QUERY_PASSWORD.sub(r"\1=***", query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)(?<![^&])(password|passwd)=[^&]*")
 
 
 def study_name(search: str, pair: str) -> str:
@@ -148,6 +156,35 @@ def finished_trials(storage: BaseStorage, search: str, pair: str) -> int:
     continued search has already spent."""
     study = optuna.load_study(study_name=study_name(search, pair), storage=storage)
     return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def fail_running(studies: dict[str, optuna.Study]) -> int:
+    """Marks FAIL, with the reason, every trial of the studies still RUNNING once their
+    search ended: one whose Tune trial did not come back after --restore (Tune's searcher
+    snapshot predated it), or one of an interrupted continuation. Returns how many."""
+    reason = "the search ended with this trial unfinished (its Tune trial did not come back)"
+    failed = 0
+    for study in studies.values():
+        for trial in study.get_trials(deepcopy=False,
+                                      states=(optuna.trial.TrialState.RUNNING,)):
+            try:
+                optuna.Trial(study, trial._trial_id).set_user_attr(END_REASON_ATTR, reason)
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # ended meanwhile
+            failed += 1
+    return failed
+
+
+def without_secrets(text: str, url: str) -> str:
+    """`text` (e.g. an error about the storage) with the URL's passwords masked."""
+    secrets = [urlsplit(url).password or ""]
+    secrets += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(urlsplit(url).query)]
+    text = text.replace(url, public_url(url))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def dashboard_command(url: str) -> str:

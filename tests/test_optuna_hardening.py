@@ -1,0 +1,76 @@
+"""What keeps the persisted studies safe and a search's state honest: no RDB password reaches
+MLflow, a report to an Optuna trial that already ended is skipped, trials left RUNNING are
+marked FAIL when the search ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from ray.tune.search.optuna import OptunaSearch
+from small_search import small_experiment
+
+from wsol.common import tracking_schema as schema
+from wsol.search.experiment import experiment_from_dict
+from wsol.search.pairs import PairedSearcher
+from wsol.search.runner import logged_experiment
+from wsol.search.studies import fail_running, open_storage, public_url
+from wsol.search.tracking import start_search_run
+
+
+@pytest.mark.parametrize("url, public", [
+    ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:secret@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+    ("mysql://u@h/db?sslmode=x&password=secret", "mysql://u@h/db?sslmode=x&password=***"),
+    ("sqlite:////tmp/o.db", "sqlite:////tmp/o.db"),
+])
+def test_public_url_masks_passwords(url: str, public: str) -> None:
+    assert public_url(url) == public
+
+
+def test_the_parent_run_never_records_the_rdb_password(tmp_path: Path) -> None:
+    experiment = experiment_from_dict(small_experiment(
+        "masked", tmp_path / "data", tmp_path, optuna_storage="postgresql://u:secret@h/db"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, run_id = start_search_run(uri, logged_experiment(experiment), {}, "fingerprint")
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.data.params["optuna_storage"] == "postgresql://u:***@h/db"
+    recorded = json.dumps([run.data.params, run.data.tags])
+    path = client.download_artifacts(run_id, schema.EXPERIMENT_JSON, str(tmp_path))
+    assert "secret" not in recorded + Path(path).read_text()
+
+
+def _searcher(storage: optuna.storages.BaseStorage) -> tuple[PairedSearcher, optuna.Study]:
+    study = optuna.create_study(storage=storage, study_name="s/cam/tiny", direction="maximize")
+    search = OptunaSearch(lambda trial: {"lr": trial.suggest_float("lr", 1e-4, 1e-1)},
+                          metric="score", mode="max", study_name="s/cam/tiny", storage=storage)
+    return PairedSearcher({"cam/tiny": search}, {"cam/tiny": 2}, "score", "max",
+                          run_of=lambda trial_id: f"run-{trial_id}"), study
+
+
+def test_reports_to_an_ended_optuna_trial_are_skipped(tmp_path: Path) -> None:
+    # As after --restore: Tune's searcher snapshot still has the trial open, the study
+    # already told it (the driver died between the two).
+    searcher, study = _searcher(open_storage(str(tmp_path / "optuna.journal")))
+    assert searcher.suggest("t1")["pair"] == "cam/tiny"
+    study.tell(study.trials[0].number, 0.5)
+    searcher.on_trial_result("t1", {"score": 0.7, "training_iteration": 1})
+    searcher.on_trial_complete("t1", {"score": 0.7, "training_iteration": 1})
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.5
+
+
+def test_optuna_trials_left_running_are_failed(tmp_path: Path) -> None:
+    searcher, study = _searcher(open_storage(str(tmp_path / "optuna.journal")))
+    searcher.suggest("t1")
+    searcher.suggest("t2")
+    searcher.on_trial_complete("t2", {"score": 0.7, "training_iteration": 1})
+    assert fail_running({"cam/tiny": study}) == 1
+    states = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert states["t1"].state == optuna.trial.TrialState.FAIL
+    assert "ended" in states["t1"].user_attrs["end_reason"]
+    assert states["t2"].state == optuna.trial.TrialState.COMPLETE
