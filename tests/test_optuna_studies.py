@@ -75,6 +75,17 @@ def test_studies_persist_link_mlflow_and_continue(tiny_synth: Path, tmp_path: Pa
         assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
     assert {t.user_attrs[MLFLOW_RUN_ATTR] for t in study.trials} == set(children)
 
+    # --restore without the journal (S3 storage, restored on another head) is refused up
+    # front; warm start wants a finished parent run.
+    journal.rename(journal.with_suffix(".away"))
+    with pytest.raises(ConfigError, match=f"journal {journal}, which is missing"):
+        run_search(experiment, restore=True)
+    journal.with_suffix(".away").rename(journal)
+    client.set_terminated(parent.info.run_id, "KILLED")
+    with pytest.raises(ConfigError, match="not FINISHED: resume it with --restore"):
+        run_search(experiment, more_trials=1)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+
     # Warm start, with another sampler: two more trials in the same study and parent run.
     more = experiment_from_dict(_values(tiny_synth, tmp_path, sampler="gp"))
     continued = run_search(more, more_trials=2)
@@ -92,6 +103,9 @@ def test_studies_persist_link_mlflow_and_continue(tiny_synth: Path, tmp_path: Pa
     assert parent.data.metrics[schema.TRIALS] == 5
     assert parent.data.metrics[schema.best_metric("cam/tiny")] == max(
         t.value for t in study.trials)
+    # --restore would resume the original Tune run, not the continuation: refused.
+    with pytest.raises(ConfigError, match="cannot be restored: run --more-trials again"):
+        run_search(experiment, restore=True)
 
     # A continued search keeps its space: another lr range is refused before anything runs.
     narrowed = experiment_from_dict(_values(tiny_synth, tmp_path,
@@ -108,3 +122,14 @@ def test_studies_persist_link_mlflow_and_continue(tiny_synth: Path, tmp_path: Pa
     assert prefix == f"studies~{again['parent_run_id'][:8]}"
     assert len(optuna.load_study(study_name=f"{prefix}/cam/tiny", storage=storage).trials) == 1
     assert len(optuna.load_study(study_name="studies/cam/tiny", storage=storage).trials) == 5
+
+
+def test_a_storage_that_does_not_open_is_refused_before_the_parent_run(
+        tiny_synth: Path, tmp_path: Path) -> None:
+    experiment = experiment_from_dict(_values(
+        tiny_synth, tmp_path, name="unreachable",
+        optuna_storage="postgresql://u:secret@127.0.0.1:1/db"))
+    with pytest.raises(ConfigError, match="optuna_storage postgresql://u:\\*\\*\\*@") as error:
+        run_search(experiment)
+    assert "secret" not in str(error.value)
+    assert MlflowClient(experiment.tracking_uri).get_experiment_by_name("unreachable") is None

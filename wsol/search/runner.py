@@ -39,6 +39,7 @@ from wsol.search.space import SearchSpace, load_search_space
 from wsol.search.studies import (
     RunLookup,
     describe_sampler,
+    fail_running,
     make_sampler,
     open_storage,
     plot_studies,
@@ -46,6 +47,7 @@ from wsol.search.studies import (
     public_url,
     storage_url,
     study_name,
+    without_secrets,
 )
 from wsol.search.tracking import (
     DEFAULT_TRACKING_URI,
@@ -69,6 +71,8 @@ LOG_NAME = "search.log"
 # with the demo's 3-second epochs: Tune's "snapshotting has been triggered multiple times"
 # warning), with 3 at most every second epoch of a trial, 6 s apart there.
 CHECKPOINTS_KEPT = 3
+# In the search's parent record: the Tune run of its latest --more-trials continuation.
+CONTINUED_KEY = "continued"
 
 
 def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
@@ -213,6 +217,13 @@ def run_search(experiment: Experiment, restore: bool = False,
     storage = _storage(experiment.storage_path)
     log = log_path(experiment, storage)
     optuna_url = storage_url(experiment.optuna_storage, log.parent)
+    # Refused before the parent run starts: a sampler whose package is missing, an RDB
+    # storage that does not open.
+    try:
+        make_sampler(experiment.sampler, experiment.seed)
+    except ImportError as error:
+        raise ConfigError(f"{experiment.name}: {error}") from None
+    optuna_storage = _open_rdb(experiment, optuna_url) if "://" in optuna_url else None
     per_pair = more_trials or experiment.trials_per_pair
     budgets = {pair: per_pair for pair in experiment.pairs()}
     with console_to_log(log):
@@ -227,18 +238,19 @@ def run_search(experiment: Experiment, restore: bool = False,
         if not ray.is_initialized():
             ray.init(address=experiment.ray_address, include_dashboard=False)
         worker_output_to(log)
-        tuner, experiment_id, run_id = _tuner(experiment, spaces, uri, storage, restore,
-                                              optuna_url, budgets, bool(more_trials))
-        say(f"MLflow parent run {run_id}: {ui_url(uri, experiment_id)}")
+        started: dict[str, str] = {}  # the parent run, once _tuner started or reopened it
         try:
+            tuner, experiment_id, run_id = _tuner(experiment, spaces, uri, storage, restore,
+                                                  optuna_url, optuna_storage, budgets,
+                                                  bool(more_trials), started)
+            say(f"MLflow parent run {run_id}: {ui_url(uri, experiment_id)}")
             grid = tuner.fit()
             summary = _summary(grid, MLflowTrialCallback(uri, experiment_id, run_id,
                                                          experiment.dataset), uri,
                                pair_epochs(experiment, spaces))
             summary.update(name=experiment.name, experiment_id=experiment_id, log=str(log))
-            _close_studies(uri, run_id, optuna_url, experiment.pairs(), summary)
-            if more_trials:
-                _merge_previous(uri, run_id, summary)
+            # The status from this Tune run's own trials (a continuation's, before the
+            # previous summary is merged in).
             status, reason = "FINISHED", None
             budget = sum(budgets.values())
             if summary["unfinished"] or (experiment.time_budget_s is None
@@ -246,21 +258,44 @@ def run_search(experiment: Experiment, restore: bool = False,
                 # Tune ends a search on Ctrl+C without raising; the runs of the trials it
                 # stopped stay RUNNING until --restore continues them.
                 status = "KILLED"
-                reason = (f"interrupted: {summary['trials'] - summary['unfinished']} of "
-                          f"{budget} trials ended; resume with --restore")
+                ended = summary["trials"] - summary["unfinished"]
+                reason = (f"interrupted: {ended} of {budget} more trials ended; a continuation "
+                          "cannot be restored: run --more-trials again" if more_trials else
+                          f"interrupted: {ended} of {budget} trials ended; resume with --restore")
                 say(f"search {status}: {reason}")
+            # A finished search, or a continuation (never restored), leaves no Optuna trial
+            # RUNNING.
+            _close_studies(uri, run_id, optuna_url, experiment.pairs(), summary,
+                           end_running=status == "FINISHED" or bool(more_trials))
+            if more_trials:
+                _merge_previous(uri, run_id, summary)
             end_search_run(uri, run_id, status, summary, reason)
         except BaseException as error:
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-            with contextlib.suppress(Exception):  # the search's own error is the one to see
-                end_search_run(uri, run_id, status, reason=f"{type(error).__name__}: {error}")
+            if "run_id" in started:
+                with contextlib.suppress(Exception):  # the search's own error is the one to see
+                    end_search_run(uri, started["run_id"], status,
+                                   reason=f"{type(error).__name__}: {error}")
             raise
         return summary
 
 
+def _open_rdb(experiment: Experiment, url: str) -> optuna.storages.BaseStorage:
+    """The experiment's RDB storage, or a one-line ConfigError (no password in it)."""
+    try:
+        return open_storage(url)
+    except Exception as error:
+        message = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{experiment.name}: optuna_storage {public_url(url)} does not open: "
+                          f"{type(error).__name__}: {without_secrets(message, url)}") from None
+
+
 def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, storage: str,
-           restore: bool, optuna_url: str, budgets: dict[str, int],
-           continued: bool) -> tuple[tune.Tuner, str, str]:
+           restore: bool, optuna_url: str, optuna_storage: optuna.storages.BaseStorage | None,
+           budgets: dict[str, int], continued: bool,
+           started: dict[str, str]) -> tuple[tune.Tuner, str, str]:
+    """`started` gets the parent run's id once this has started or reopened it: a later
+    error ends it."""
     experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
     metadata = experiment.trial_base().get("metadata_root") or \
         str(Path(experiment.trial_base()["data_root"]) / "metadata")
@@ -275,31 +310,53 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
     if restore:
         if not tune.Tuner.can_restore(experiment_dir):
             raise FileNotFoundError(f"no search to restore at {experiment_dir}")
+        parent = _read_parent(experiment_dir)
+        if parent.get(CONTINUED_KEY):
+            raise ConfigError(
+                f"{experiment.name}: --restore resumes an interrupted search, and this one was "
+                f"continued with --more-trials (Tune run {parent[CONTINUED_KEY]}), which cannot "
+                "be restored: run --more-trials again")
+        prefix = MlflowClient(uri).get_run(parent["run_id"]).data.tags.get(schema.OPTUNA_STUDY)
+        if prefix is not None and "://" not in optuna_url and not Path(optuna_url).is_file():
+            raise ConfigError(
+                f"{experiment.name}: --restore needs the search's Optuna journal {optuna_url}, "
+                "which is missing (with S3 storage_path it stays on the disk of the driver "
+                "that started the search): restore there, or set optuna_storage to an RDB URL")
         # The MLflow and progress callbacks come back with the pickled run config; the MLflow
         # one finds the child runs it already made by their Ray trial id.
         tuner = tune.Tuner.restore(experiment_dir, trainable)
-        parent = _read_parent(experiment_dir)
         reopen_search_run(uri, parent["run_id"])
+        started["run_id"] = parent["run_id"]
         return tuner, parent["experiment_id"], parent["run_id"]
     name = experiment.name
-    optuna_storage = open_storage(optuna_url)
+    optuna_storage = optuna_storage or open_storage(optuna_url)
     if continued:
         if not tune.Tuner.can_restore(experiment_dir):
             raise FileNotFoundError(f"no search to continue at {experiment_dir}")
         parent = _read_parent(experiment_dir)
         experiment_id, run_id = parent["experiment_id"], parent["run_id"]
-        prefix = MlflowClient(uri).get_run(run_id).data.tags.get(schema.OPTUNA_STUDY)
+        run = MlflowClient(uri).get_run(run_id)
+        # After an interrupted continuation (KILLED, or RUNNING if its driver died) the
+        # search is continued again; otherwise only a finished one is.
+        if run.info.status != "FINISHED" and not parent.get(CONTINUED_KEY):
+            raise ConfigError(f"{experiment.name}: search run {run_id} is {run.info.status}, "
+                              "not FINISHED: resume it with --restore before --more-trials")
+        prefix = run.data.tags.get(schema.OPTUNA_STUDY)
         if prefix is None:
             raise ConfigError(f"search run {run_id} has no Optuna studies to continue")
         studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
-        reopen_search_run(uri, run_id)
         # Tune's run of a search cannot take more trials once it ended: each continuation is
-        # a Tune run of its own beside it, reporting to the same parent run and studies.
+        # a Tune run of its own beside it, reporting to the same parent run and studies. The
+        # record keeps --restore from resuming the original run instead.
         name = f"{experiment.name}+{time.strftime('%Y%m%d-%H%M%S')}"
+        _write_parent(experiment_dir, experiment_id, run_id, **{CONTINUED_KEY: name})
+        reopen_search_run(uri, run_id)
+        started["run_id"] = run_id
     else:
         experiment_id, run_id = start_search_run(
             uri, logged_experiment(experiment), {m: s.path for m, s in spaces.items()},
             dataset_fingerprint(metadata))
+        started["run_id"] = run_id
         _write_parent(experiment_dir, experiment_id, run_id)
         prefix = _study_prefix(optuna_storage, experiment.name, run_id)
         studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
@@ -370,24 +427,29 @@ def _studies(experiment: Experiment, spaces: dict[str, SearchSpace],
 
 
 def _close_studies(uri: str, run_id: str, url: str, pairs: list[str],
-                   summary: dict[str, Any]) -> None:
-    """Optuna's plots of every study on the parent run, and where to open the studies."""
-    prefix = MlflowClient(uri).get_run(run_id).data.tags.get(schema.OPTUNA_STUDY)
-    if prefix is None:  # a restored search that began before studies persisted
-        return
-    storage = open_storage(url)
-    studies = {pair: optuna.load_study(study_name=study_name(prefix, pair), storage=storage)
-               for pair in pairs}
-    summary["optuna"] = {"storage": public_url(url),
-                         "studies": {pair: s.study_name for pair, s in studies.items()},
-                         "trials": {pair: len(s.trials) for pair, s in studies.items()}}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
+                   summary: dict[str, Any], end_running: bool) -> None:
+    """Optuna's plots of every study on the parent run, and where to open the studies;
+    `end_running`: trials still RUNNING become FAIL (fail_running). Never the reason a
+    search fails: a warning instead."""
+    try:
+        prefix = MlflowClient(uri).get_run(run_id).data.tags.get(schema.OPTUNA_STUDY)
+        if prefix is None:  # a restored search that began before studies persisted
+            return
+        storage = open_storage(url)
+        studies = {pair: optuna.load_study(study_name=study_name(prefix, pair),
+                                           storage=storage)
+                   for pair in pairs}
+        if end_running and (failed := fail_running(studies)):
+            say(f"{failed} Optuna trials left unfinished marked FAIL", error=True)
+        summary["optuna"] = {"storage": public_url(url),
+                             "studies": {pair: s.study_name for pair, s in studies.items()},
+                             "trials": {pair: len(s.trials) for pair, s in studies.items()}}
+        with tempfile.TemporaryDirectory() as tmp:
             if plot_studies(studies, Path(tmp)):
                 MlflowClient(uri).log_artifacts(run_id, tmp, schema.OPTUNA_FOLDER)
-        except Exception as error:  # pictures: never the reason a search fails
-            say(f"warning: Optuna's plots not logged: {type(error).__name__}: {error}",
-                error=True)
+    except Exception as error:
+        say(f"warning: the Optuna studies not closed (plots, links): {type(error).__name__}: "
+            f"{without_secrets(str(error), url)}", error=True)
 
 
 def _merge_previous(uri: str, run_id: str, summary: dict[str, Any]) -> None:
@@ -423,12 +485,15 @@ def _filesystem(experiment_dir: str) -> tuple[pyarrow.fs.FileSystem, str]:
     return pyarrow.fs.LocalFileSystem(), experiment_dir
 
 
-def _write_parent(experiment_dir: str, experiment_id: str, run_id: str) -> None:
-    """Where a restored search finds its MLflow parent run."""
+def _write_parent(experiment_dir: str, experiment_id: str, run_id: str,
+                  **record: str) -> None:
+    """Where a restored search finds its MLflow parent run (and, once continued, the Tune run
+    of its latest continuation)."""
     fs, path = _filesystem(experiment_dir)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(_parent_file(path)) as out:
-        out.write(json.dumps({"experiment_id": experiment_id, "run_id": run_id}).encode())
+        out.write(json.dumps({"experiment_id": experiment_id, "run_id": run_id,
+                              **record}).encode())
 
 
 def _read_parent(experiment_dir: str) -> dict[str, str]:
