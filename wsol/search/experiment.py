@@ -85,7 +85,11 @@ class Experiment:
     # reached random search's final best in a median 0.31 of random's epochs.
     sampler: Literal[SAMPLERS] = "gp"
     # Where the per-pair Optuna studies persist: None for a journal file beside the search's
-    # local state, or an RDB URL (e.g. postgresql://...) that the driver can reach.
+    # local state (with an s3:// storage_path: mlruns/logs/<name>/optuna.journal under the
+    # driver's working directory, on the driver's disk only, so --restore works only there),
+    # or an RDB URL (e.g. postgresql://...) that the driver can reach: the choice for a head
+    # that may be lost. Give its password through the database's own means (~/.pgpass):
+    # Tune's searcher checkpoint keeps the URL as written.
     optuna_storage: str | None = None
     # How often a trial whose worker or node died is restarted from its last checkpoint.
     max_failures: Annotated[int, Field(ge=0)] = 2
