@@ -11,13 +11,14 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.search.optuna import OptunaSearch
-from small_search import small_experiment
+from small_search import SPACES, small_experiment
 
 from wsol.common import tracking_schema as schema
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.pairs import PairedSearcher
 from wsol.search.runner import logged_experiment
-from wsol.search.studies import fail_running, open_storage, public_url
+from wsol.search.space import load_search_space
+from wsol.search.studies import StudyTaken, fail_running, open_storage, prepare_study, public_url
 from wsol.search.tracking import start_search_run
 
 
@@ -74,3 +75,15 @@ def test_optuna_trials_left_running_are_failed(tmp_path: Path) -> None:
     assert states["t1"].state == optuna.trial.TrialState.FAIL
     assert "ended" in states["t1"].user_attrs["end_reason"]
     assert states["t2"].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_new_search_never_takes_over_an_existing_study(tmp_path: Path) -> None:
+    # The storage decides (two drivers on one RDB may both have seen the name free): the
+    # runner then falls back to `<name>~<run id>`.
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    optuna.create_study(storage=storage, study_name="s/cam/tiny")
+    space = load_search_space(SPACES / "cam.yaml")
+    with pytest.raises(StudyTaken, match="exists already"):
+        prepare_study(storage, "s", "cam/tiny", "tpe", space, "run", resume=False)
+    assert optuna.load_study(study_name="s/cam/tiny", storage=storage).user_attrs == {}
+    assert prepare_study(storage, "s~run", "cam/tiny", "tpe", space, "run", resume=False)

@@ -38,6 +38,7 @@ from wsol.search.progress import SearchProgress, console_to_log, say, worker_out
 from wsol.search.space import SearchSpace, load_search_space
 from wsol.search.studies import (
     RunLookup,
+    StudyTaken,
     describe_sampler,
     fail_running,
     make_sampler,
@@ -359,7 +360,11 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         started["run_id"] = run_id
         _write_parent(experiment_dir, experiment_id, run_id)
         prefix = _study_prefix(optuna_storage, experiment.name, run_id)
-        studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
+        try:
+            studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
+        except StudyTaken:  # another search of this name took it meanwhile (a shared RDB)
+            prefix = f"{experiment.name}~{run_id[:8]}"
+            studies = _studies(experiment, spaces, optuna_storage, prefix, run_id, continued)
     client = MlflowClient(uri)
     client.set_tag(run_id, schema.OPTUNA_STORAGE, public_url(optuna_url))
     client.set_tag(run_id, schema.OPTUNA_STUDY, prefix)
@@ -420,6 +425,10 @@ def _studies(experiment: Experiment, spaces: dict[str, SearchSpace],
         return {pair: prepare_study(storage, prefix, pair, experiment.sampler,
                                     spaces[pair.split("/")[0]], run_id, continued)
                 for pair in experiment.pairs()}
+    except StudyTaken as error:
+        if prefix != experiment.name:
+            raise ConfigError(f"{experiment.name}: {error}") from None
+        raise
     except ValueError as error:
         raise ConfigError(f"{experiment.name}: {error}") from None
     finally:

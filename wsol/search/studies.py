@@ -5,7 +5,9 @@ A study outlives its search: `optuna-dashboard` and `optuna.visualization` open 
 search continues it (warm start), and `--restore` finds the told trials in it. The default
 storage is a journal file beside the search's local state (no server, appends only, safe
 for the one driver that writes it); an RDB URL (`postgresql://...`, `sqlite:///...`) in the
-experiment puts the studies of a cluster's searches in one database.
+experiment puts the studies of a cluster's searches in one database. With an s3:// Ray
+storage the journal is mlruns/logs/<name>/optuna.journal on the driver's own disk: a head that
+may be lost wants an RDB storage.
 """
 
 from __future__ import annotations
@@ -123,27 +125,33 @@ def space_signature(space: SearchSpace) -> str:
                       sort_keys=True, default=str)
 
 
+class StudyTaken(ValueError):
+    """A new search's study name is in the storage already (e.g. another driver on the same
+    RDB created it since the search chose its names)."""
+
+
 def prepare_study(storage: BaseStorage, search: str, pair: str, sampler: str,
                   space: SearchSpace, parent_run_id: str, resume: bool) -> optuna.Study:
-    """Creates the pair's study (a new search) or checks the one a search continues: the
-    same space, else a ConfigError-like ValueError before anything runs."""
+    """Creates the pair's study (a new search: StudyTaken when the name exists) or checks
+    the one a search continues: the same space, else a ValueError before anything runs."""
     name = study_name(search, pair)
-    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if exists and not resume:
-        raise ValueError(f"Optuna study {name!r} exists already; continue it with "
-                         "--more-trials, or give the search a new name")
-    if resume and not exists:
-        raise ValueError(f"no Optuna study {name!r} to continue: a continued search keeps "
-                         "its pairs")
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                load_if_exists=True)
     signature = space_signature(space)
-    if exists:
-        recorded = study.user_attrs.get(SPACE_ATTR)
-        if recorded != signature:
+    if resume:
+        if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+            raise ValueError(f"no Optuna study {name!r} to continue: a continued search keeps "
+                             "its pairs")
+        study = optuna.load_study(study_name=name, storage=storage)
+        if study.user_attrs.get(SPACE_ATTR) != signature:
             raise ValueError(f"Optuna study {name!r} searched another space than "
                              f"{space.path} now defines; a continued search keeps its space")
     else:
+        # Created, never loaded: the storage itself decides which driver gets a name.
+        try:
+            study = optuna.create_study(storage=storage, study_name=name,
+                                        direction="maximize", load_if_exists=False)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise StudyTaken(f"Optuna study {name!r} exists already; continue it with "
+                             "--more-trials, or give the search a new name") from None
         for key, value in ((SEARCH_ATTR, search), (PAIR_ATTR, pair), (SPACE_ATTR, signature),
                            (PARENT_RUN_ATTR, parent_run_id)):
             study.set_user_attr(key, value)
