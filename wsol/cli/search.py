@@ -29,10 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_tracking_uri(parser)
     common.add_ray_cluster(parser)
     parser.add_argument("--restore", action="store_true",
-                        help="resume the search of this config after its driver died")
+                        help="resume the search of this config after its driver died (not "
+                        "a --more-trials continuation: run that again)")
     parser.add_argument("--more-trials", type=int, metavar="N",
                         help="continue the finished search of this config: N more trials per "
-                        "pair in its Optuna studies, under the same MLflow parent run")
+                        "pair in its Optuna studies, under the same MLflow parent run (its "
+                        "status FINISHED)")
     parser.set_defaults(run=search)
 
 
