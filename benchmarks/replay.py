@@ -14,8 +14,15 @@ last reported score as OptunaSearch does. Trials run one after the other (a real
 runs 2 at a time; ASHA's decisions then see slightly fewer finished rungs).
 
 Regret is against the fitted optimum (the best mean curve's best epoch over a dense grid);
-the incumbent is the trial with the best observed score, valued at its mean curve. Run:
+the incumbent is the trial with the best observed score, valued at its mean curve at the epoch
+of that observed score (the epoch a search reports and checkpoints). Run:
 .venv/bin/python benchmarks/replay.py --seeds 50 --json benchmarks/results/replay.json
+
+Sensitivity variants (their own per-seed file and results): --hull, the surrogate without
+extrapolation (a configuration outside the convex hull of the recorded ones takes the fitted
+mean at the nearest point of the hull, so the optimum lies within the recordings);
+--repeat-noise, the noise per epoch measured from the repeats at a second training seed
+instead of the fitted white-noise term.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import optuna
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 from scipy.interpolate import RegularGridInterpolator
+from scipy.spatial import ConvexHull
+from scipy.stats import spearmanr
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
@@ -56,6 +65,30 @@ GRID = 65  # points per dimension of the surrogate's lookup table
 
 def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_fingerprint(result: dict, curves: Path) -> None:
+    """Refuses results (or stored per-seed runs) that were not made from these curves."""
+    if result.get("curves_sha256") != fingerprint(curves):
+        raise ValueError(f"made from other curves than {curves} (sha256 "
+                         f"{result.get('curves_sha256')}, the file has {fingerprint(curves)})")
+
+
+def stored_runs(path: Path, curves: Path, seeds: int, variant: str) -> dict:
+    """The per-seed runs kept from an earlier call, or a fresh store where they were made from
+    other curves, another number of seeds or another variant."""
+    fresh = {"curves_sha256": fingerprint(curves), "seeds": seeds, "variant": variant,
+             "runs": {}, "seconds": {}}
+    if not path.exists():
+        return fresh
+    stored = json.loads(gzip.decompress(path.read_bytes()))
+    try:
+        check_fingerprint(stored, curves)
+    except ValueError:
+        return fresh
+    if stored.get("seeds") != seeds or stored.get("variant", "fitted") != variant:
+        return fresh
+    return stored
 
 
 @dataclass
@@ -99,12 +132,54 @@ def seed_correlation(rows: list[dict]) -> tuple[float, int]:
     return float(np.clip(np.nanmean(off), 0.0, 1.0)), len(diffs)
 
 
-def fit(rows: list[dict]) -> Surrogate:
+def repeat_noise(rows: list[dict]) -> np.ndarray:
+    """The noise size per epoch that the repeats at a second training seed show: the root
+    mean square of the two seeds' difference over sqrt(2)."""
+    by_config: dict[int, dict[int, list[float]]] = {}
+    for row in rows:
+        by_config.setdefault(row["index"], {})[row["seed"]] = row["scores"]
+    diffs = np.array([np.subtract(*list(seeds.values())[:2]) for seeds in by_config.values()
+                      if len(seeds) >= 2])
+    return np.sqrt((diffs ** 2).mean(axis=0) / 2)
+
+
+def rank_correlation(rows: list[dict]) -> list[float]:
+    """Spearman's correlation, across the recorded configurations (first training seed), of
+    each epoch's score with the last epoch's: how well a rung at that epoch ranks trials."""
+    scores = np.array([row["scores"] for row in rows if row["seed"] == min(r["seed"]
+                                                                          for r in rows)])
+    return [round(float(spearmanr(scores[:, epoch], scores[:, -1])[0]), 3)
+            for epoch in range(scores.shape[1])]
+
+
+def project_to_hull(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Each point, or where it lies outside the convex hull of `vertices` (2-d), the nearest
+    point of the hull's boundary."""
+    if vertices.shape[1] != 2:
+        raise ValueError("the hull variant is written for two-dimensional spaces")
+    hull = ConvexHull(vertices)
+    inside = np.all(points @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-12, axis=1)
+    out = points.copy()
+    starts, ends = vertices[hull.simplices[:, 0]], vertices[hull.simplices[:, 1]]
+    edge = ends - starts
+    for i in np.flatnonzero(~inside):
+        t = np.clip(np.einsum("ij,ij->i", points[i] - starts, edge) /
+                    np.einsum("ij,ij->i", edge, edge), 0.0, 1.0)
+        nearest = starts + t[:, None] * edge
+        out[i] = nearest[np.argmin(((nearest - points[i]) ** 2).sum(axis=1))]
+    return out
+
+
+def fit(rows: list[dict], hull: bool = False, noise_sd: np.ndarray | None = None
+        ) -> Surrogate:
+    """The surrogate of `rows`; `hull`: no extrapolation beyond the recorded configurations'
+    convex hull; `noise_sd`: this noise per epoch instead of the fitted one."""
     units = np.array([row["unit"] for row in rows])
     scores = np.array([row["scores"] for row in rows])
     dims = units.shape[1]
     axes = [np.linspace(0, 1, GRID)] * dims
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, dims)
+    where = project_to_hull(mesh, units) if hull else mesh
     tables, noise = [], []
     for epoch in range(scores.shape[1]):
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern([0.3] * dims, (0.05, 10.0), nu=2.5) \
@@ -115,13 +190,14 @@ def fit(rows: list[dict]) -> Surrogate:
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(units, scores[:, epoch])
         noise.append(math.sqrt(gp.kernel_.k2.noise_level) * float(np.std(scores[:, epoch])))
-        table = gp.predict(mesh).reshape([GRID] * dims)
+        table = gp.predict(where).reshape([GRID] * dims)
         tables.append(RegularGridInterpolator(axes, table))
     best_curve = np.maximum.accumulate(np.stack([t.values.reshape(-1) for t in tables]), axis=0)
     final = best_curve[-1]
     correlation, _ = seed_correlation(rows)
-    return Surrogate(tables, np.array(noise), correlation, float(final.max()),
-                     [float(v) for v in mesh[int(final.argmax())]])
+    return Surrogate(tables, np.array(noise) if noise_sd is None else np.asarray(noise_sd),
+                     correlation, float(final.max()),
+                     [float(v) for v in where[int(final.argmax())]])
 
 
 def to_unit(space: SearchSpace, params: dict[str, float]) -> np.ndarray:
@@ -144,7 +220,9 @@ def replay(surrogate: Surrogate, space: SearchSpace, first: dict | None, sampler
            scheduler: str, seed: int, trials: int, max_t: int, grace: int, rf: float
            ) -> dict[str, list[float]]:
     """One search: per trial (in start order) the best observed score so far, the regret of
-    the incumbent so far, and the epochs spent so far."""
+    the incumbent so far (the trial with the best observed score, valued at its mean curve at
+    the epoch of that score: what the search reports and checkpoints), and the epochs spent
+    so far."""
     study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed))
     if first:
         study.enqueue_trial(first)
@@ -168,9 +246,9 @@ def replay(surrogate: Surrogate, space: SearchSpace, first: dict | None, sampler
                 break
         study.tell(trial, float(observed[ran - 1]))
         spent += ran
-        trial_best = float(observed[:ran].max())
-        if trial_best > best:
-            best, incumbent_true = trial_best, float(mean[:ran].max())
+        reported = int(np.argmax(observed[:ran]))
+        if observed[reported] > best:
+            best, incumbent_true = float(observed[reported]), float(mean[reported])
         out["best"].append(best)
         out["regret"].append(surrogate.optimum - incumbent_true)
         out["epochs"].append(spent)
@@ -337,10 +415,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS))
-    parser.add_argument("--runs", default=str(REPO / "benchmarks" / "results" /
-                                              "replay_runs.json.gz"),
-                        help="per-seed results, kept between calls: a call with --samplers adds "
-                        "or replaces those samplers' combinations")
+    parser.add_argument("--runs", help="per-seed results, kept between calls: a call with "
+                        "--samplers adds or replaces those samplers' combinations (default "
+                        "benchmarks/results/replay_runs[_variant].json.gz)")
+    parser.add_argument("--hull", action="store_true",
+                        help="sensitivity: no extrapolation beyond the recorded configurations")
+    parser.add_argument("--repeat-noise", action="store_true",
+                        help="sensitivity: the noise measured from the repeats")
     parser.add_argument("--check", nargs="*", default=sorted(
         str(p) for p in (REPO / "benchmarks" / "results").glob("replay_check_*.json")),
         help="the real searches (benchmarks/replay_check.py) to check against")
@@ -351,13 +432,16 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     curves = Path(args.curves)
     rows = load_curves(curves)
-    surrogate = fit(rows)
+    variant = "+".join([name for name, on in (("hull", args.hull),
+                                              ("repeat-noise", args.repeat_noise)) if on]) \
+        or "fitted"
+    surrogate = fit(rows, hull=args.hull,
+                    noise_sd=repeat_noise(rows) if args.repeat_noise else None)
     space, first, max_t, grace, rf = setting(Path(args.experiment))
-    stored = json.loads(gzip.decompress(Path(args.runs).read_bytes())) \
-        if Path(args.runs).exists() else {}
-    if stored.get("curves_sha256") != fingerprint(curves) or stored.get("seeds") != args.seeds:
-        stored = {"curves_sha256": fingerprint(curves), "seeds": args.seeds, "runs": {},
-                  "seconds": {}}
+    runs_path = Path(args.runs) if args.runs else REPO / "benchmarks" / "results" / (
+        "replay_runs.json.gz" if variant == "fitted"
+        else f"replay_runs_{variant.replace('+', '_').replace('-', '_')}.json.gz")
+    stored = stored_runs(runs_path, curves, args.seeds, variant)
     for sampler in args.samplers:
         for scheduler in SCHEDULERS:
             combo = f"{sampler}+{scheduler}"
@@ -367,22 +451,24 @@ def main() -> None:
                        grace, rf) for seed in range(args.seeds)]
             stored["seconds"][combo] = round(time.perf_counter() - started, 1)
             print(f"{combo}: {args.seeds} seeds in {stored['seconds'][combo]} s", flush=True)
-    Path(args.runs).write_bytes(gzip.compress(json.dumps(stored).encode(), mtime=0))
+    runs_path.write_bytes(gzip.compress(json.dumps(stored).encode(), mtime=0))
     summary = summarise(stored["runs"], args.trials, max_t)
     default = pick_default(summary["table"])
     correlation, repeats = seed_correlation(rows)
     write_result(args.json, "replay", {
         "curves": str(curves.relative_to(REPO)) if curves.is_relative_to(REPO) else str(curves),
         "curves_sha256": fingerprint(curves), "configurations": len({r["index"] for r in rows}),
-        "repeated_at_second_seed": repeats, "pair": "cam/tiny",
+        "repeated_at_second_seed": repeats, "pair": "cam/tiny", "variant": variant,
+        "rank_correlation_with_last_epoch": rank_correlation(rows),
         "trials": args.trials, "max_epochs": max_t, "asha": {"grace_period": grace,
                                                              "reduction_factor": rf},
         "surrogate": {"optimum": surrogate.optimum, "optimum_at_unit": surrogate.optimum_at,
                       "noise_sd_by_epoch": surrogate.noise_sd.round(3).tolist(),
-                      "noise_correlation_across_epochs": correlation},
+                      "noise_correlation_across_epochs": correlation,
+                      "repeat_noise_sd_by_epoch": repeat_noise(rows).round(3).tolist()},
         "seconds_per_combination": stored["seconds"], "default": default,
         "check": check(surrogate, space, first, [Path(p) for p in args.check], max_t, grace,
-                       rf),
+                       rf) if variant == "fitted" else None,
         **summary,
     })
     if args.markdown:
