@@ -21,7 +21,7 @@ from wsol.common import protocol
 from wsol.common import tracking_schema as schema
 from wsol.lifecycle import runs
 from wsol.lifecycle.final_evaluation import evaluate_checkpoint, load_checkpoint
-from wsol.lifecycle.promote import refusal
+from wsol.lifecycle.promote import lock_retrying, refusal
 
 
 def resolve_model(client: MlflowClient, model: str) -> tuple[Run, ModelVersion | None]:
@@ -53,6 +53,7 @@ def _check_choices(state: dict[str, Any], run: Run) -> None:
 def evaluate_model(client: MlflowClient, model: str, data_root: str | None = None,
                    metadata_root: str | None = None, device: str = "auto",
                    batch_size: int | None = None) -> dict[str, Any]:
+    client = lock_retrying(client)
     run, version = resolve_model(client, model)
     why = refusal(run)
     if why is not None:
@@ -93,9 +94,8 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
                                                                     default=float))
         client.log_artifacts(evaluation_id, str(pictures))
         client.set_terminated(evaluation_id, "FINISHED")
-    evaluations = _evaluations(client, run, version)
-    number = 1 + sum(_order(e) < _order(evaluation) for e in evaluations)
-    client.set_tag(evaluation_id, schema.EVALUATION_NUMBER, str(number))
+    evaluations = _settle_numbers(client, run, version)
+    number = 1 + [e.info.run_id for e in evaluations].index(evaluation_id)
     if version is not None:
         _settle_count(client, run, version, len(evaluations))
         client.set_model_version_tag(version.name, version.version,
@@ -114,6 +114,23 @@ def _evaluations(client: MlflowClient, run: Run, version: ModelVersion | None) -
     if version is not None:
         tags.update({schema.MODEL_NAME: version.name, schema.MODEL_VERSION: str(version.version)})
     return runs.search(client, [run.info.experiment_id], schema.EVALUATION, tags=tags)
+
+
+def _settle_numbers(client: MlflowClient, run: Run, version: ModelVersion | None) -> list[Run]:
+    """Numbers every evaluation of this version 1, 2, ... by (start time, run id), writing all
+    the numbers again until the list of evaluations stands. A run's start time is taken
+    before it is stored, so an evaluation at the same moment may appear after this one was
+    numbered while starting earlier: whichever evaluation writes last has seen every run
+    (each writes after its own run exists), so the numbers left on the runs are right even
+    where the number one command printed was overtaken. Returns the settled list, in order."""
+    evaluations = sorted(_evaluations(client, run, version), key=_order)
+    while True:
+        for number, evaluation in enumerate(evaluations, 1):
+            client.set_tag(evaluation.info.run_id, schema.EVALUATION_NUMBER, str(number))
+        again = sorted(_evaluations(client, run, version), key=_order)
+        if [e.info.run_id for e in again] == [e.info.run_id for e in evaluations]:
+            return evaluations
+        evaluations = again
 
 
 def _settle_count(client: MlflowClient, run: Run, version: ModelVersion, count: int) -> None:

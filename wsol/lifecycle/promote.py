@@ -7,12 +7,19 @@ alias moves to it while the version it replaces keeps a `previous` alias.
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    RESOURCE_ALREADY_EXISTS,
+    TEMPORARILY_UNAVAILABLE,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
@@ -24,6 +31,11 @@ from wsol.search.tracking import ui_link
 TIE_BREAKERS = (*protocol.SELECTION_METRICS, protocol.MAX_BOX_ACC)
 # The trial's tags a version carries (beside selected_on): its choices and its epoch.
 CHOICES = (*schema.CHOICES, "epoch")
+# A SQLite store refuses a transaction while another process holds its lock (after SQLite's
+# own busy wait): such calls are tried again for this long, with short sleeps between.
+LOCK_RETRY_S = 60.0
+LOCK_RETRY_SLEEP_S = 0.5
+T = TypeVar("T")
 
 
 class PromotionError(ValueError):
@@ -44,6 +56,50 @@ class Promotion:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _locked(error: Exception) -> bool:
+    """A store busy with another process's transaction (tried again), not a real refusal."""
+    if isinstance(error, MlflowException) and \
+            error.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE):
+        return True
+    return "database is locked" in str(error)
+
+
+def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, tried again for up to LOCK_RETRY_S while the store is locked
+    by another process (a refused SQLite transaction is rolled back, so trying again is
+    safe); any other error, or one past the limit, is raised."""
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if not _locked(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(LOCK_RETRY_SLEEP_S)
+
+
+class LockRetrying:
+    """An MlflowClient whose every call is made through `retry_locked`: promote and evaluate
+    read and then write, and concurrent commands on one SQLite store lock each other out."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retry_locked(attribute, *args, **kwargs)
+        return call
+
+
+def lock_retrying(client: MlflowClient) -> MlflowClient:
+    return client if isinstance(client, LockRetrying) else LockRetrying(client)  # type: ignore[return-value]
 
 
 def refusal(run: Run) -> str | None:
@@ -112,6 +168,7 @@ def promote(client: MlflowClient, method: str | None = None, backbone: str | Non
             dataset: str | None = None, alias: str = schema.CHAMPION,
             experiments: list[str] | None = None, run_id: str | None = None,
             searches: list[str] | None = None) -> Promotion:
+    client = lock_retrying(client)
     if run_id is not None:
         run = client.get_run(run_id)
         why = refusal(run)
@@ -131,6 +188,7 @@ def promote(client: MlflowClient, method: str | None = None, backbone: str | Non
 
 
 def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
+    client = lock_retrying(client)
     pair = runs.pair_of(run)
     name = schema.model_name(pair.dataset, pair.method, pair.backbone)
     tags = run.data.tags
