@@ -361,6 +361,11 @@ class MLflowTrialCallback(Callback):
             self.names[trial.trial_id] = run.info.run_name
             if run.info.status != "RUNNING":
                 client.update_run(run_id, "RUNNING")
+            # A retried start whose run was made but whose params were not logged.
+            missing = [Param(k, v) for k, v in _flat("", trial.config).items()
+                       if k not in run.data.params]
+            if missing:
+                client.log_batch(run_id, params=missing)
             if run_id not in self.steps:
                 history = client.get_metric_history(run_id, _EPOCH_METRIC)
                 self.steps[run_id] = max((m.step for m in history), default=-1)
