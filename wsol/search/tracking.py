@@ -366,9 +366,10 @@ class MLflowTrialCallback(Callback):
                        if k not in run.data.params]
             if missing:
                 client.log_batch(run_id, params=missing)
-            if run_id not in self.steps:
-                history = client.get_metric_history(run_id, _EPOCH_METRIC)
-                self.steps[run_id] = max((m.step for m in history), default=-1)
+            # Tune saves `steps` now and then, so a restored value can lag what MLflow has.
+            history = client.get_metric_history(run_id, _EPOCH_METRIC)
+            self.steps[run_id] = max(self.steps.get(run_id, -1),
+                                     max((m.step for m in history), default=-1))
         else:
             pair = trial.config[PAIR_KEY]
             method, backbone = pair.split("/")
