@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -27,7 +28,7 @@ import mlflow
 import requests
 from mlflow.entities import Metric, Param, Run, RunStatus, ViewType
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback, Checkpoint
 from ray.tune.experiment import Trial
@@ -47,9 +48,15 @@ UI_QUERY = "workflowType=machine_learning"
 RETRY_S = 5.0
 OUTAGE_LIMIT_ENV = "WSOL_TRACKING_OUTAGE_LIMIT_S"
 DEFAULT_OUTAGE_LIMIT_S = 900.0
-# Failures MLflow reports without a 5xx status that pass: a store locked by another writer.
-_TRANSIENT_TEXTS = ("database is locked", "Max retries exceeded", "Connection refused",
-                    "Read timed out", "Connection aborted")
+# MLflow's client turns a failed request into a plain MlflowException (status 500) with the
+# requests error as text: these are the ones with no connection or retries of 5xx used up.
+_TRANSIENT_TEXTS = ("Max retries exceeded", "Connection refused", "Read timed out",
+                    "Connection aborted", "Connection reset", "failed with timeout exception")
+_TRANSIENT_HTTP = (502, 503, 504)
+# pyarrow's S3 filesystem (Ray's checkpoint uploads) raises OSError naming the AWS error.
+_PYARROW_S3_TEXTS = ("AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
+                     "AWS Error THROTTLING", "AWS Error SERVICE_UNAVAILABLE",
+                     "AWS Error REQUEST_TIMEOUT")
 
 
 def tracking_uri(given: str | None = None) -> str:
@@ -266,16 +273,62 @@ def outage_limit_s() -> float:
 
 
 def transient(error: BaseException) -> bool:
-    """A failure that a later attempt can get past: no connection, a server error, a timeout,
-    S3 unreachable behind the server, SQLite locked by another writer. A refusal (4xx: bad
-    value, missing run) is not."""
-    if isinstance(error, MlflowException):
-        if error.get_http_status_code() >= 500:
+    """A failure that a later attempt can get past: no connection, a timeout, a gateway or
+    unavailable server (502/503/504), S3 unreachable or throttling, SQLite locked by another
+    writer. Anything else (a refusal, a missing file, a plain server error) is not. An error
+    raised from another (`raise ... from`) counts when the one it came from does."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if _transient_one(error):
             return True
-        return any(text in str(error) for text in _TRANSIENT_TEXTS)
-    if isinstance(error, requests.RequestException | OSError | TimeoutError):
+        error = error.__cause__
+    return False
+
+
+def _transient_one(error: BaseException) -> bool:
+    text = str(error)
+    if "database is locked" in text:  # SQLite, raw or wrapped by MLflow
         return True
-    return type(error).__module__.split(".")[0] in ("botocore", "boto3", "urllib3")
+    if isinstance(error, MlflowException):
+        return (error.get_http_status_code() in _TRANSIENT_HTTP
+                or error.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
+                or any(t in text for t in _TRANSIENT_TEXTS))
+    if isinstance(error, requests.HTTPError):
+        status = error.response.status_code if error.response is not None else None
+        return status is not None and status >= 500
+    if isinstance(error, requests.ConnectionError | requests.Timeout):
+        return True
+    if isinstance(error, requests.RequestException):
+        return isinstance(error, requests.exceptions.RetryError)  # retries of 5xx ran out
+    if isinstance(error, ConnectionError | TimeoutError | socket.timeout):
+        return True
+    module = type(error).__module__.split(".")[0]
+    if module == "urllib3":
+        import urllib3.exceptions as u3
+
+        return isinstance(error, u3.NewConnectionError | u3.ConnectTimeoutError
+                          | u3.ReadTimeoutError | u3.ProtocolError | u3.MaxRetryError)
+    if module in ("botocore", "boto3"):
+        return _transient_aws(error)
+    if isinstance(error, OSError):  # pyarrow's S3 filesystem: OSError with the AWS error
+        return any(t in text for t in _PYARROW_S3_TEXTS)
+    return False
+
+
+def _transient_aws(error: BaseException) -> bool:
+    import botocore.exceptions as bc
+
+    if isinstance(error, bc.EndpointConnectionError | bc.ConnectTimeoutError
+                  | bc.ReadTimeoutError | bc.ConnectionClosedError):
+        return True
+    if isinstance(error, bc.ClientError):
+        response = error.response or {}
+        code = response.get("Error", {}).get("Code", "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or code in ("SlowDown", "Throttling", "ThrottlingException",
+                                         "RequestTimeout", "ServiceUnavailable")
+    return False
 
 
 def _quick_failing_http() -> None:
