@@ -507,13 +507,14 @@ class MLflowTrialCallback(Callback):
         if self.outage_since is not None and time.time() - self.last_attempt < RETRY_S:
             return
         while self.pending:
-            self.last_attempt = time.time()
             try:
                 self._write(self.pending[0])
             except Exception as error:
                 if not transient(error):
                     self.pending.pop(0)
                     raise
+                # From the failed attempt's end: one that hung on a timeout waits in full.
+                self.last_attempt = time.time()
                 self._outage(error)
                 return
             self.pending.pop(0)
