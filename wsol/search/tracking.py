@@ -511,8 +511,8 @@ class MLflowTrialCallback(Callback):
                 self._write(self.pending[0])
             except Exception as error:
                 if not transient(error):
-                    self.pending.pop(0)
-                    raise
+                    self._drop(self.pending.pop(0), error)
+                    continue
                 # From the failed attempt's end: one that hung on a timeout waits in full.
                 self.last_attempt = time.time()
                 self._outage(error)
@@ -520,6 +520,16 @@ class MLflowTrialCallback(Callback):
             self.pending.pop(0)
             if self.outage_since is not None:
                 self._recovered()
+
+    def _drop(self, record: Record, error: BaseException) -> None:
+        """A record MLflow refused (not an outage: retrying it would fail the same way) is
+        left out with a warning, so that one bad write neither stops the search nor blocks
+        the queue (and a --restore) behind it."""
+        from wsol.search.progress import say
+
+        what = f"{record.kind} of {record.trial.name}" if record.trial.name else record.kind
+        say(f"warning: MLflow at {self.tracking_uri} refused a record ({what}), not logged: "
+            f"{type(error).__name__}: {_reason(str(error))[:300]}", error=True)
 
     def _outage(self, error: BaseException) -> None:
         from wsol.search.progress import say

@@ -1,0 +1,183 @@
+"""The driver's MLflow queue on a real SQLite store: a retried start logs its params, a
+restored search does not log an epoch twice, what counts as an outage, a refused record."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import botocore.exceptions
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from mlflow.tracking import MlflowClient
+
+from wsol.common import tracking_schema as schema
+from wsol.search.pairs import PAIR_KEY
+from wsol.search.tracking import (
+    MLflowTrialCallback,
+    Record,
+    TrialInfo,
+    _flat,
+    transient,
+)
+
+EPOCH = schema.per_epoch("epoch")
+TRIAL = TrialInfo("t0001", {PAIR_KEY: "cam/tiny", "lr": 0.01, "nested": {"a": 1}}, "trial_t0001")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[MlflowClient, str, str, str]:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(
+        "queue", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, tags={schema.KIND: schema.SEARCH}).info.run_id
+    return client, uri, experiment_id, parent
+
+
+def _callback(uri: str, experiment_id: str, parent: str) -> MLflowTrialCallback:
+    return MLflowTrialCallback(uri, experiment_id, parent, "synthetic")
+
+
+def _run_without_params(client: MlflowClient, experiment_id: str, parent: str) -> str:
+    """What a start leaves when create_run went through and the params' log_batch did not."""
+    return client.create_run(experiment_id, tags={
+        schema.PARENT: parent, schema.RAY_TRIAL_ID: TRIAL.trial_id}).info.run_id
+
+
+def test_a_retried_start_logs_the_params_its_run_lacks(store) -> None:
+    client, uri, experiment_id, parent = store
+    run_id = _run_without_params(client, experiment_id, parent)
+    client.log_param(run_id, "lr", "0.01")  # some made it, the rest did not
+    callback = _callback(uri, experiment_id, parent)
+    callback.pending.append(Record("start", TRIAL))
+    callback._flush()
+    assert not callback.pending
+    assert callback.runs[TRIAL.trial_id] == run_id
+    assert client.get_run(run_id).data.params == _flat("", TRIAL.config)
+
+
+def test_a_restored_step_behind_mlflow_does_not_log_epochs_twice(store) -> None:
+    client, uri, experiment_id, parent = store
+    run_id = _run_without_params(client, experiment_id, parent)
+    for step in range(5):  # MLflow has epochs 0-4; Tune's saved state only knew up to 2
+        client.log_metric(run_id, EPOCH, float(step), timestamp=1000 + step, step=step)
+    callback = _callback(uri, experiment_id, parent)
+    callback.set_state({"pending": [], "steps": {run_id: 2}})
+    for step in (3, 4, 5):  # the trial repeats epochs 3 and 4 from its checkpoint
+        callback.pending.append(Record("result", TRIAL, {
+            "step": step, "metrics": {EPOCH: float(step) + 0.5}, "timestamp": 9000 + step,
+            "node_id": None}))
+    callback._flush()
+    assert not callback.pending
+    history = client.get_metric_history(run_id, EPOCH)
+    assert sorted(m.step for m in history) == [0, 1, 2, 3, 4, 5]
+    assert {m.step: m.value for m in history}[4] == 4.0  # the first one logged stays
+
+
+def test_a_saved_step_ahead_of_mlflow_is_kept(store) -> None:
+    client, uri, experiment_id, parent = store
+    run_id = _run_without_params(client, experiment_id, parent)
+    callback = _callback(uri, experiment_id, parent)
+    callback.set_state({"pending": [Record("start", TRIAL)], "steps": {run_id: 3}})
+    callback._flush()
+    assert callback.steps[run_id] == 3
+
+
+def _http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status}", response=response)
+
+
+def _client_error(code: str, status: int) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": code},
+         "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (MlflowException("a plain error"), False),
+    (MlflowException("unavailable", error_code=TEMPORARILY_UNAVAILABLE), True),
+    (MlflowException("(sqlite3.OperationalError) database is locked"), True),
+    (FileNotFoundError("no such file"), False),
+    (PermissionError("denied"), False),
+    (ValueError("bad value"), False),
+    (ConnectionRefusedError("refused"), True),
+    (ConnectionResetError("reset"), True),
+    (TimeoutError("timed out"), True),
+    (requests.ConnectionError("no connection"), True),
+    (requests.Timeout("slow"), True),
+    (_http_error(404), False),
+    (_http_error(403), False),
+    (_http_error(503), True),
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), True),
+    (botocore.exceptions.NoCredentialsError(), False),
+    (_client_error("AccessDenied", 403), False),
+    (_client_error("NoSuchBucket", 404), False),
+    (_client_error("SlowDown", 503), True),
+    (_client_error("InternalError", 500), True),
+    # pyarrow's S3 filesystem, S3 refusing connections (Ray's checkpoint uploads)
+    (OSError("When getting information for key 'k' in bucket 'b': AWS Error "
+             "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect "
+             "to server"), True),
+    (OSError("When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED "
+             "during HeadObject operation"), False),
+])
+def test_transient_allows_outages_only(error: BaseException, expected: bool) -> None:
+    assert transient(error) is expected
+
+
+def test_a_killed_server_counts_as_an_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client against a port nobody listens on (a killed `mlflow server`)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(Exception) as raised:
+        MlflowClient(f"http://127.0.0.1:{port}").get_experiment("0")
+    assert transient(raised.value), repr(raised.value)
+
+
+def test_a_missing_run_is_no_outage(store) -> None:
+    client = store[0]
+    with pytest.raises(MlflowException) as raised:
+        client.get_run("0" * 32)
+    assert not transient(raised.value)
+
+
+def test_a_refused_record_is_left_out_with_a_warning(store, capsys) -> None:
+    client, uri, experiment_id, parent = store
+    callback = _callback(uri, experiment_id, parent)
+    bad = Record("result", TRIAL, {"step": 0, "metrics": {"bad key!?": 1.0},
+                                   "timestamp": 1000, "node_id": None})
+    good = Record("result", TRIAL, {"step": 1, "metrics": {EPOCH: 1.0}, "timestamp": 2000,
+                                    "node_id": None})
+    callback.pending.extend([Record("start", TRIAL), bad, good])
+    callback._flush()  # no exception from a Tune hook
+    assert not callback.pending
+    run_id = callback.runs[TRIAL.trial_id]
+    assert [m.step for m in client.get_metric_history(run_id, EPOCH)] == [1]
+    assert "refused a record (result of trial_t0001)" in capsys.readouterr().err
+
+
+def test_a_failed_attempt_waits_from_its_end(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    callback = MLflowTrialCallback(f"http://127.0.0.1:{port}", "1", "p" * 32, "synthetic")
+    callback.pending.append(Record("start", TRIAL))
+    import time
+
+    before = time.time()
+    callback._flush()
+    assert callback.pending and callback.outage_since is not None
+    assert callback.last_attempt >= before
+    stamp = callback.last_attempt
+    callback._flush()  # within RETRY_S: no new attempt
+    assert callback.last_attempt == stamp and len(callback.pending) == 1
