@@ -113,9 +113,17 @@ def search_trial(sampled: dict[str, Any], base: dict[str, Any],
                  pair_defaults: dict[str, dict[str, Any]] | None = None,
                  synthetic_preset: str | None = None) -> None:
     filesystem, note = _error_note()
-    if filesystem.get_file_info(note).type == pyarrow.fs.FileType.File:
-        with filesystem.open_input_stream(note) as handle:
-            raise RepeatedTrialError(handle.read().decode())
+    noted: list[str] = []
+
+    def read_note() -> None:  # storage on S3 may be having a bad minute, as for uploads
+        noted.clear()
+        if filesystem.get_file_info(note).type == pyarrow.fs.FileType.File:
+            with filesystem.open_input_stream(note) as handle:
+                noted.append(handle.read().decode())
+
+    _through_outages(read_note)
+    if noted:
+        raise RepeatedTrialError(noted[0])
     try:
         _search_trial(sampled, base, method_params, pair_defaults, synthetic_preset)
     except Exception as error:
