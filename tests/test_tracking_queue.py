@@ -124,6 +124,8 @@ def _client_error(code: str, status: int) -> botocore.exceptions.ClientError:
     (OSError("When getting information for key 'k' in bucket 'b': AWS Error "
              "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect "
              "to server"), True),
+    (OSError("When uploading part for key 'k' in bucket 'b': AWS Error UNKNOWN (HTTP status "
+             "503) during UploadPart operation"), True),
     (OSError("When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED "
              "during HeadObject operation"), False),
 ])

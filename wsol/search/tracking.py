@@ -56,7 +56,8 @@ _TRANSIENT_HTTP = (502, 503, 504)
 # pyarrow's S3 filesystem (Ray's checkpoint uploads) raises OSError naming the AWS error.
 _PYARROW_S3_TEXTS = ("AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
                      "AWS Error THROTTLING", "AWS Error SERVICE_UNAVAILABLE",
-                     "AWS Error REQUEST_TIMEOUT")
+                     "AWS Error REQUEST_TIMEOUT", "AWS Error INTERNAL_FAILURE",
+                     "(HTTP status 50")
 
 
 def tracking_uri(given: str | None = None) -> str:
