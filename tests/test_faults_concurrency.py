@@ -1,14 +1,16 @@
 """Two people at once on one store: `wsol promote` of the same pair twice at the same moment
 ends with one version and one consistent alias; `wsol evaluate` of the same model twice counts
-2 test evaluations. Real processes on a real SQLite store, released together by a start time
-so that their MLflow calls interleave."""
+2 test evaluations. Real processes on a real SQLite store, released together by a file
+barrier (each says it is ready, all start when told) so that their MLflow calls interleave."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,28 +22,60 @@ from wsol.common import tracking_schema as schema
 
 REPO = Path(__file__).resolve().parents[1]
 # Imports and the store's connection first (seconds on a busy machine; MLflow keeps one
-# store per URI), then the command at the agreed moment.
-AT_ONCE = ("import sys, time; from wsol.cli.parser import main; import wsol.lifecycle.evaluate; "
-           "from mlflow.tracking import MlflowClient; "
-           "MlflowClient(sys.argv[sys.argv.index('--tracking-uri') + 1]).search_experiments(); "
-           "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); "
-           "sys.exit(main(sys.argv[2:]))")
+# store per URI), then a 'ready' file, then the command once the 'go' file exists.
+AT_ONCE = """
+import pathlib, sys, time
+from mlflow.tracking import MlflowClient
+import wsol.lifecycle.evaluate
+from wsol.cli.parser import main
+
+MlflowClient(sys.argv[sys.argv.index("--tracking-uri") + 1]).search_experiments()
+ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+ready.write_text("ready")
+while not go.exists():
+    time.sleep(0.01)
+sys.exit(main(sys.argv[3:]))
+"""
+# Generous: the time a loaded machine may take, never waited for when things go well.
+READY_S = 600
+DONE_S = 600
 
 
-def at_once(commands: list[list[str]], cwd: Path, lead_s: float = 12) -> list[
-        subprocess.CompletedProcess]:
-    """Runs `wsol <command>` in one process each, all starting their command at one moment."""
-    start = time.time() + lead_s
+def at_once(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Runs `wsol <command>` in one process each, all starting their command at one moment:
+    once every process has written its 'ready' file, the test writes the 'go' file. The
+    processes are killed if anything fails on the way."""
+    barrier = Path(tempfile.mkdtemp(prefix="barrier-", dir=cwd))
+    go = barrier / "go"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    processes = [subprocess.Popen([sys.executable, "-c", AT_ONCE, str(start), *command],
-                                  cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for command in commands]
-    done = []
-    for process in processes:
-        out, _ = process.communicate(timeout=300)
-        done.append(subprocess.CompletedProcess(process.args, process.returncode, out))
-    return done
+    processes: list[subprocess.Popen] = []
+    logs = [barrier / f"out{i}.log" for i in range(len(commands))]
+    try:
+        for i, command in enumerate(commands):
+            with logs[i].open("w") as log:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-c", AT_ONCE, str(barrier / f"ready{i}"), str(go),
+                     *command], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    text=True))
+        deadline = time.monotonic() + READY_S
+        while not all((barrier / f"ready{i}").exists() for i in range(len(commands))):
+            ended = [(p.args, p.returncode, logs[i].read_text()[-2000:])
+                     for i, p in enumerate(processes) if p.poll() is not None]
+            assert not ended, f"ended before the start: {ended}"
+            assert time.monotonic() < deadline, f"not ready in {READY_S} s"
+            time.sleep(0.1)
+        go.write_text("go")
+        deadline = time.monotonic() + DONE_S
+        for process in processes:
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        return [subprocess.CompletedProcess(p.args, p.returncode, logs[i].read_text())
+                for i, p in enumerate(processes)]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +93,7 @@ def searched(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
         "storage_path": str(tmp / "ray"), "tracking_uri": uri,
     }))
     done = subprocess.run([sys.executable, str(REPO / "search.py"), "--config", str(config)],
-                          cwd=tmp, capture_output=True, text=True, timeout=300,
+                          cwd=tmp, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return uri, tmp
@@ -94,6 +128,11 @@ def test_two_evaluates_at_once_count_two(searched: tuple[str, Path]) -> None:
     assert all(r.returncode == 0 for r in results), [r.stdout[-2000:] for r in results]
     version = client.get_model_version_by_alias(name, schema.CHAMPION)
     assert version.tags[schema.TEST_EVALUATIONS] == "2"
-    numbers = sorted(json.loads((tmp / f"evaluate{i}.json").read_text())["evaluation_number"]
-                     for i in range(2))
-    assert numbers == [1, 2]
+    # The numbers as left on the evaluation runs: each command's own JSON tells the number
+    # it saw when it finished, which an evaluation that started earlier but was stored later
+    # may have overtaken since (it renumbers both).
+    evaluations = [json.loads((tmp / f"evaluate{i}.json").read_text())["evaluation_run_id"]
+                   for i in range(2)]
+    runs = sorted((client.get_run(e) for e in evaluations),
+                  key=lambda r: (r.info.start_time, r.info.run_id))
+    assert [r.data.tags[schema.EVALUATION_NUMBER] for r in runs] == ["1", "2"]
