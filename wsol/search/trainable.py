@@ -13,6 +13,7 @@ the trial's Tune state and a retry raises it again at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import sys
 import tempfile
@@ -63,7 +64,7 @@ def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
             "params": params}
 
 
-def _report(evaluation: Evaluation) -> None:
+def _report(evaluation: Evaluation, limit_s: float) -> None:
     # What the MLflow callback logs (and Tune's scheduler and searchers see).
     metrics = {k: evaluation.metrics[k] for k in TRIAL_METRICS
                if evaluation.metrics.get(k) is not None}
@@ -77,10 +78,10 @@ def _report(evaluation: Evaluation) -> None:
                 shutil.copy2(source, Path(tmp) / name)
         checkpoint = tune.Checkpoint.from_directory(tmp)
         # The upload comes before the result is sent, so a failed one can be repeated.
-        _through_outages(lambda: tune.report(metrics, checkpoint=checkpoint))
+        _through_outages(lambda: tune.report(metrics, checkpoint=checkpoint), limit_s)
 
 
-def _through_outages(action: Callable[[], None]) -> None:
+def _through_outages(action: Callable[[], None], limit_s: float) -> None:
     """Runs `action` until storage answers, for up to the outage limit (S3's bad minutes);
     a trial that raised at once would spend its retries in seconds."""
     started = time.time()
@@ -89,7 +90,7 @@ def _through_outages(action: Callable[[], None]) -> None:
             action()
             return
         except Exception as error:
-            if not transient(error) or time.time() - started > outage_limit_s():
+            if not transient(error) or time.time() - started > limit_s:
                 raise
             print(f"storage unreachable ({error}); trying again in {RETRY_S:.0f} s",
                   file=sys.stderr, flush=True)
@@ -111,7 +112,11 @@ def _error_note() -> tuple[pyarrow.fs.FileSystem, str]:
 def search_trial(sampled: dict[str, Any], base: dict[str, Any],
                  method_params: dict[str, dict[str, Any]],
                  pair_defaults: dict[str, dict[str, Any]] | None = None,
-                 synthetic_preset: str | None = None) -> None:
+                 synthetic_preset: str | None = None,
+                 outage_limit: float | None = None) -> None:
+    """`outage_limit`: the driver's outage limit (seconds), else this node's
+    $WSOL_TRACKING_OUTAGE_LIMIT_S."""
+    limit_s = outage_limit_s() if outage_limit is None else outage_limit
     filesystem, note = _error_note()
     noted: list[str] = []
 
@@ -121,11 +126,11 @@ def search_trial(sampled: dict[str, Any], base: dict[str, Any],
             with filesystem.open_input_stream(note) as handle:
                 noted.append(handle.read().decode())
 
-    _through_outages(read_note)
+    _through_outages(read_note, limit_s)
     if noted:
         raise RepeatedTrialError(noted[0])
     try:
-        _search_trial(sampled, base, method_params, pair_defaults, synthetic_preset)
+        _search_trial(sampled, base, method_params, pair_defaults, synthetic_preset, limit_s)
     except Exception as error:
         if not transient(error):
             with contextlib.suppress(OSError):  # the trial's own error is the one to see
@@ -139,7 +144,7 @@ def search_trial(sampled: dict[str, Any], base: dict[str, Any],
 def _search_trial(sampled: dict[str, Any], base: dict[str, Any],
                   method_params: dict[str, dict[str, Any]],
                   pair_defaults: dict[str, dict[str, Any]] | None,
-                  synthetic_preset: str | None) -> None:
+                  synthetic_preset: str | None, limit_s: float) -> None:
     values = trial_config_values(sampled, base, method_params, pair_defaults)
     config = config_from_dict(values, f"trial {tune.get_context().get_trial_id()}")
     if synthetic_preset:  # this node may not have the driver's copy
@@ -150,7 +155,7 @@ def _search_trial(sampled: dict[str, Any], base: dict[str, Any],
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
-            _through_outages(lambda: _restore(checkpoint, out))
-        run_trial(config, out, _report)
+            _through_outages(lambda: _restore(checkpoint, out), limit_s)
+        run_trial(config, out, functools.partial(_report, limit_s=limit_s))
     finally:
         shutil.rmtree(out, ignore_errors=True)
