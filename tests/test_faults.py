@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -43,6 +45,27 @@ FAST_NODE_DEATH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeou
                    "RAY_health_check_failure_threshold": "3"}
 
 
+# Every driver a test starts, stopped at the test's end even when it failed on the way.
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_drivers():
+    """Stops what the test's drivers left running: each driver runs in a session of its
+    own, so its whole process group (a local Ray it started, its workers) goes with it."""
+    yield
+    while STARTED:
+        driver = STARTED.pop()
+        if driver.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                driver.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+
 def write_config(tmp_path: Path, data: Path, uri: str, name: str, epochs: int,
                  trials: int = 1, file: str | None = None, **extra: Any) -> Path:
     config = tmp_path / f"{file or name}.yaml"
@@ -64,8 +87,11 @@ def start_search(tmp_path: Path, config: Path, address: str | None, log_name: st
                *(["--address", address] if address else []), *(["--restore"] if restore else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled",
            "TUNE_GLOBAL_CHECKPOINT_S": "1", **(env or {})}
-    log = (tmp_path / log_name).open("w")
-    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / log_name).open("w") as log:
+        driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    STARTED.append(driver)
+    return driver
 
 
 def trial_runs(uri: str, name: str) -> list[Run]:
