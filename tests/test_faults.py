@@ -189,8 +189,12 @@ def test_lost_worker_and_lost_node_resume_the_same_run(tiny_synth: Path, tmp_pat
     # Ray's own record: each retry resumed after the last checkpointed epoch (not from epoch
     # 0), the last one (after the node was stopped) on the node that survived. The first
     # retry (after the worker's SIGKILL) may run on either node: Ray may reuse the freed one.
+    # An epoch reported just before a kill may be trained again: Ray registers its checkpoint
+    # a moment after the result (which MLflow has already logged, so it is not logged twice),
+    # and a kill in between resumes from the checkpoint before. Every epoch is in Ray's
+    # record, and no retry started over from epoch 0.
     results = tune_results(tmp_path / "ray" / "lost-workers")
-    assert [r["epoch"] for r in results] == list(range(epochs))
+    assert sorted({r["epoch"] for r in results}) == list(range(epochs)), results
     restarts = [r for r in results if r["iterations_since_restore"] == 1]
     assert len(restarts) == 3 and all(r["epoch"] > 0 for r in restarts[1:])
     assert restarts[2]["node_id"] != restarts[1]["node_id"]
