@@ -55,6 +55,7 @@ from wsol.search.tracking import (
     MLflowTrialCallback,
     dataset_fingerprint,
     end_search_run,
+    outage_limit_s,
     reopen_search_run,
     start_search_run,
     tracking_uri,
@@ -305,7 +306,8 @@ def _tuner(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str, sto
         tune.with_parameters(search_trial, base=experiment.trial_base(),
                              method_params=experiment.method_params,
                              pair_defaults=defaults,
-                             synthetic_preset=experiment.synthetic_preset),
+                             synthetic_preset=experiment.synthetic_preset,
+                             outage_limit=outage_limit_s()),
         experiment.resources_per_trial,
     )
     if restore:

@@ -466,8 +466,9 @@ class MLflowTrialCallback(Callback):
         from wsol.search.progress import say
 
         error = trial.get_error()
-        why = _reason(str(error))[:160] if error else "lost its worker"
-        say(f"{self.name_of(trial)} failed ({why}); retry {trial.num_failures} of "
+        # Tune may not hold the error yet (a lost worker, or a trial error still in flight).
+        why = f" ({_reason(str(error))[:160]})" if error else ""
+        say(f"{self.name_of(trial)} failed{why}; retry {trial.num_failures} of "
             f"{trial.max_failures} from its last checkpoint")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
