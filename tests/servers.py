@@ -161,13 +161,8 @@ def kill_mlflow_server(workdir: Path) -> None:
     kill_processes_mentioning(str(workdir / "mlflow.db"))
 
 
-def ray_workers(temp_dir: str, title: str = "ray::ImplicitFunc") -> dict[int, str]:
-    """The worker processes (by process title) of the nodes under `temp_dir`, each with its
-    node's folder name (`h`, `w0`, ...): a raylet's children, found by the raylet's command
-    line, so another Ray instance on the machine is never touched."""
-    raylets: dict[int, str] = {}
-    parents: dict[int, int] = {}
-    titles: dict[int, bytes] = {}
+def _processes() -> Iterator[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process still there when /proc is read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -176,8 +171,18 @@ def ray_workers(temp_dir: str, title: str = "ray::ImplicitFunc") -> dict[int, st
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        pid = int(entry.name)
-        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        yield int(entry.name), int(stat.rsplit(")", 1)[1].split()[1]), cmdline
+
+
+def ray_workers(temp_dir: str, title: str = "ray::ImplicitFunc") -> dict[int, str]:
+    """The worker processes (by process title) of the nodes under `temp_dir`, each with its
+    node's folder name (`h`, `w0`, ...): a raylet's children, found by the raylet's command
+    line, so another Ray instance on the machine is never touched."""
+    raylets: dict[int, str] = {}
+    parents: dict[int, int] = {}
+    titles: dict[int, bytes] = {}
+    for pid, parent, cmdline in _processes():
+        parents[pid] = parent
         titles[pid] = cmdline
         if b"raylet" in cmdline.split(b"\0")[0] and temp_dir.encode() in cmdline:
             node = cmdline.split(temp_dir.encode() + b"/", 1)[1].split(b"/", 1)[0]
@@ -191,17 +196,10 @@ def kill_processes_mentioning(marker: str) -> None:
     `ray stop`, this leaves any other Ray instance on the machine (a developer's demo) alive."""
     parents: dict[int, int] = {}
     marked: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    for pid, parent, cmdline in _processes():
+        parents[pid] = parent
         if marker.encode() in cmdline:
-            marked.add(int(entry.name))
+            marked.add(pid)
     doomed = marked | {pid for pid, parent in parents.items() if parent in marked}
     for pid in doomed:
         with contextlib.suppress(ProcessLookupError):

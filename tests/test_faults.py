@@ -94,23 +94,23 @@ def start_search(tmp_path: Path, config: Path, address: str | None, log_name: st
     return driver
 
 
-def trial_runs(uri: str, name: str) -> list[Run]:
+def runs_of(uri: str, name: str, kind: str) -> list[Run]:
+    """The runs of one kind (schema.TRIAL, schema.SEARCH) in the experiment, if it exists."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         return []
     return [r for r in client.search_runs([experiment.experiment_id])
-            if r.data.tags.get(schema.KIND) == schema.TRIAL]
+            if r.data.tags.get(schema.KIND) == kind]
+
+
+def trial_runs(uri: str, name: str) -> list[Run]:
+    return runs_of(uri, name, schema.TRIAL)
 
 
 def running_searches(uri: str, name: str) -> list[Run]:
     """The search (parent) runs of the experiment that are RUNNING."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return []
-    return [r for r in client.search_runs([experiment.experiment_id])
-            if r.data.tags.get(schema.KIND) == schema.SEARCH and r.info.status == "RUNNING"]
+    return [r for r in runs_of(uri, name, schema.SEARCH) if r.info.status == "RUNNING"]
 
 
 def epochs_logged(uri: str, run: Run) -> list[int]:
