@@ -34,6 +34,7 @@ def read_yaml(text: str) -> Any:
     """Every YAML file and value the tool reads goes through here."""
     return yaml.load(text, Loader=_Loader)
 
+
 T = TypeVar("T")
 
 
@@ -74,6 +75,7 @@ def key_path(location: Sequence[int | str], prefix: str = "") -> str:
 
 
 def expectation(error: ErrorDetails) -> str:
+    """What the key must be, as the end of `<given> is not <expectation>`."""
     kind, context = error["type"], error.get("ctx") or {}
     if kind in _EXPECTED:
         return _EXPECTED[kind]
