@@ -15,18 +15,14 @@ from typing import Any, TypeVar
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (
-    RESOURCE_ALREADY_EXISTS,
-    TEMPORARILY_UNAVAILABLE,
-    ErrorCode,
-)
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
 from wsol.common.protocol import SELECTION_SPLIT
 from wsol.lifecycle import runs
-from wsol.search.tracking import ui_link
+from wsol.search.tracking import store_locked, ui_link
 
 TIE_BREAKERS = (*protocol.SELECTION_METRICS, protocol.MAX_BOX_ACC)
 # The trial's tags a version carries (beside selected_on): its choices and its epoch.
@@ -58,14 +54,6 @@ class Promotion:
         return asdict(self)
 
 
-def _locked(error: Exception) -> bool:
-    """A store busy with another process's transaction (tried again), not a real refusal."""
-    if isinstance(error, MlflowException) and \
-            error.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE):
-        return True
-    return "database is locked" in str(error)
-
-
 def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`call(*args, **kwargs)`, tried again for up to LOCK_RETRY_S while the store is locked
     by another process (a refused SQLite transaction is rolled back, so trying again is
@@ -75,7 +63,7 @@ def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return call(*args, **kwargs)
         except Exception as error:
-            if not _locked(error) or time.monotonic() >= deadline:
+            if not store_locked(error) or time.monotonic() >= deadline:
                 raise
         time.sleep(LOCK_RETRY_SLEEP_S)
 

@@ -287,13 +287,22 @@ def transient(error: BaseException) -> bool:
     return False
 
 
-def _transient_one(error: BaseException) -> bool:
-    text = str(error)
-    if "database is locked" in text:  # SQLite, raw or wrapped by MLflow
+def store_locked(error: BaseException) -> bool:
+    """The store busy with another process's transaction (SQLite locked, raw or wrapped by
+    MLflow, or MLflow's TEMPORARILY_UNAVAILABLE): trying again is safe, the refused
+    transaction was rolled back."""
+    if isinstance(error, MlflowException) and \
+            error.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE):
         return True
+    return "database is locked" in str(error)
+
+
+def _transient_one(error: BaseException) -> bool:
+    if store_locked(error):
+        return True
+    text = str(error)
     if isinstance(error, MlflowException):
         return (error.get_http_status_code() in _TRANSIENT_HTTP
-                or error.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
                 or any(t in text for t in _TRANSIENT_TEXTS))
     if isinstance(error, requests.HTTPError):
         status = error.response.status_code if error.response is not None else None
