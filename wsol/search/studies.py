@@ -19,7 +19,6 @@ import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -159,13 +158,6 @@ def prepare_study(storage: BaseStorage, search: str, pair: str, sampler: str,
     return study
 
 
-def finished_trials(storage: BaseStorage, search: str, pair: str) -> int:
-    """Trials of the pair's study that ended (complete, pruned or failed): the budget a
-    continued search has already spent."""
-    study = optuna.load_study(study_name=study_name(search, pair), storage=storage)
-    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-
-
 def fail_running(studies: dict[str, optuna.Study]) -> int:
     """Marks FAIL, with the reason, every trial of the studies still RUNNING once their
     search ended: one whose Tune trial did not come back after --restore (Tune's searcher
@@ -198,14 +190,6 @@ def without_secrets(text: str, url: str) -> str:
 def dashboard_command(url: str) -> str:
     """The shell command that opens the search's studies in optuna-dashboard."""
     return f"optuna-dashboard {shlex.quote(public_url(url))}"
-
-
-def study_links(study: optuna.Study) -> list[dict[str, Any]]:
-    """Per trial: number, state, value, and its Tune trial and MLflow run."""
-    return [{"number": t.number, "state": t.state.name, "value": t.value,
-             RAY_TRIAL_ATTR: t.user_attrs.get(RAY_TRIAL_ATTR),
-             MLFLOW_RUN_ATTR: t.user_attrs.get(MLFLOW_RUN_ATTR)}
-            for t in study.get_trials(deepcopy=False)]
 
 
 @dataclass(frozen=True)
