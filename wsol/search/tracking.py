@@ -394,10 +394,6 @@ class MLflowTrialCallback(Callback):
         )
         return existing[0] if existing else None
 
-    def run_id_of(self, trial_id: str) -> str | None:
-        run = self.run_of(trial_id)
-        return run.info.run_id if run else None
-
     def name_of(self, trial: Trial) -> str:
         """The trial's run name (`cam/tiny #01`), or Ray's name before its run exists."""
         return self.names.get(trial.trial_id, str(trial))
