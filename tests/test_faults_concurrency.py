@@ -1,7 +1,8 @@
 """Two people at once on one store: `wsol promote` of the same pair twice at the same moment
 ends with one version and one consistent alias; `wsol evaluate` of the same model twice counts
 2 test evaluations. Real processes on a real SQLite store, released together by a file
-barrier (each says it is ready, all start when told) so that their MLflow calls interleave."""
+barrier (each says it is ready, all start when told) so that their MLflow calls interleave;
+and the race on the alias such promotes can meet, made to happen every time in one process."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from wsol.common import tracking_schema as schema
+from wsol.lifecycle.promote import lock_retrying
 
 REPO = Path(__file__).resolve().parents[1]
 # Imports and the store's connection first (seconds on a busy machine; MLflow keeps one
@@ -136,3 +141,31 @@ def test_two_evaluates_at_once_count_two(searched: tuple[str, Path]) -> None:
     runs = sorted((client.get_run(e) for e in evaluations),
                   key=lambda r: (r.info.start_time, r.info.run_id))
     assert [r.data.tags[schema.EVALUATION_NUMBER] for r in runs] == ["1", "2"]
+
+
+def test_an_alias_another_promote_set_meanwhile_is_set_again(tmp_path: Path) -> None:
+    """The race three promotes at once can meet (CI met it): two promotes both read that the
+    alias is not there yet, one inserts it, the other's insert breaks the unique key. Made
+    to happen every time here: just before this client inserts the alias row, a second
+    store (its own connection, as another process has) sets the same alias."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model("m")
+    version = client.create_model_version("m", source=str(tmp_path)).version
+    other = SqlAlchemyStore(uri)
+    raced: list[str] = []
+
+    def meanwhile(connection, cursor, statement, *rest) -> None:
+        if not raced and statement.startswith("INSERT INTO registered_model_aliases"):
+            raced.append(statement)
+            other.set_registered_model_alias("m", schema.CHAMPION, version)
+
+    engine = client._get_registry_client().store.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", meanwhile)
+    with pytest.raises(MlflowException, match="IntegrityError"):
+        client.set_registered_model_alias("m", schema.CHAMPION, version)
+    client.delete_registered_model_alias("m", schema.CHAMPION)
+    raced.clear()
+    lock_retrying(client).set_registered_model_alias("m", schema.CHAMPION, version)
+    assert raced, "the other store never set the alias in between"
+    assert client.get_registered_model("m").aliases == {schema.CHAMPION: int(version)}

@@ -22,7 +22,7 @@ from wsol.common import protocol
 from wsol.common import tracking_schema as schema
 from wsol.common.protocol import SELECTION_SPLIT
 from wsol.lifecycle import runs
-from wsol.search.tracking import store_locked, ui_link
+from wsol.search.tracking import insert_conflict, store_locked, ui_link
 
 TIE_BREAKERS = (*protocol.SELECTION_METRICS, protocol.MAX_BOX_ACC)
 # The trial's tags a version carries (beside selected_on): its choices and its epoch.
@@ -54,23 +54,27 @@ class Promotion:
         return asdict(self)
 
 
-def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def retry_locked(call: Callable[..., T], *args: Any, merges: bool = False, **kwargs: Any) -> T:
     """`call(*args, **kwargs)`, tried again for up to LOCK_RETRY_S while the store is locked
     by another process (a refused SQLite transaction is rolled back, so trying again is
-    safe); any other error, or one past the limit, is raised."""
+    safe). A call that `merges` a row (MLflow's set_* calls) is also tried again when another
+    process inserted the same key meanwhile. Any other error, or one past the limit, is
+    raised."""
     deadline = time.monotonic() + LOCK_RETRY_S
     while True:
         try:
             return call(*args, **kwargs)
         except Exception as error:
-            if not store_locked(error) or time.monotonic() >= deadline:
+            again = store_locked(error) or (merges and insert_conflict(error))
+            if not again or time.monotonic() >= deadline:
                 raise
         time.sleep(LOCK_RETRY_SLEEP_S)
 
 
 class LockRetrying:
     """An MlflowClient whose every call is made through `retry_locked`: promote and evaluate
-    read and then write, and concurrent commands on one SQLite store lock each other out."""
+    read and then write, and concurrent commands on one store lock each other out or set
+    the same alias or tag for the first time at the same moment."""
 
     def __init__(self, client: MlflowClient) -> None:
         self._client = client
@@ -79,10 +83,11 @@ class LockRetrying:
         attribute = getattr(self._client, name)
         if not callable(attribute):
             return attribute
+        merges = name.startswith("set_")
 
         @functools.wraps(attribute)
         def call(*args: Any, **kwargs: Any) -> Any:
-            return retry_locked(attribute, *args, **kwargs)
+            return retry_locked(attribute, *args, merges=merges, **kwargs)
         return call
 
 

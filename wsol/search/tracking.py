@@ -297,6 +297,16 @@ def store_locked(error: BaseException) -> bool:
     return "database is locked" in str(error)
 
 
+def insert_conflict(error: BaseException) -> bool:
+    """A write that reads a key and then inserts its row lost to another process inserting
+    the same key in between (MLflow's set_* calls merge a row: alias, tag). The row exists
+    now, so the same call made again updates it. The database's own error, as MLflow passes
+    it on directly or through a server: IntegrityError (SQLite, MySQL), UniqueViolation
+    (PostgreSQL)."""
+    return isinstance(error, MlflowException) and \
+        any(text in str(error) for text in ("IntegrityError", "UniqueViolation"))
+
+
 def _transient_one(error: BaseException) -> bool:
     if store_locked(error):
         return True
