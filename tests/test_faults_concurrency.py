@@ -2,13 +2,14 @@
 ends with one version and one consistent alias; `wsol evaluate` of the same model twice counts
 2 test evaluations. Real processes on a real SQLite store, released together by a file
 barrier (each says it is ready, all start when told) so that their MLflow calls interleave;
-and the race on the alias such promotes can meet, made to happen every time in one process."""
+and the races such promotes can meet (alias, version), made to happen every time in one process."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from wsol.common import tracking_schema as schema
-from wsol.lifecycle.promote import lock_retrying
+from wsol.lifecycle.promote import Promotion, choose, lock_retrying, register
 
 REPO = Path(__file__).resolve().parents[1]
 # Imports and the store's connection first (seconds on a busy machine; MLflow keeps one
@@ -169,3 +170,37 @@ def test_an_alias_another_promote_set_meanwhile_is_set_again(tmp_path: Path) -> 
     lock_retrying(client).set_registered_model_alias("m", schema.CHAMPION, version)
     assert raced, "the other store never set the alias in between"
     assert client.get_registered_model("m").aliases == {schema.CHAMPION: int(version)}
+
+
+def test_a_version_another_promote_made_meanwhile_leaves_one(
+        searched: tuple[str, Path], tmp_path: Path) -> None:
+    """The race the three promotes above were written for, made to happen every time: both
+    promotes find no version of the trial, both register one, and the lower version is
+    kept. The other promote runs whole just before this one's version insert begins (its
+    first write, touching the model's update time); this one then finds the other's lower
+    version, removes its own and points the alias at the kept one. On a copy of the
+    searched store, without the registered model the tests above made."""
+    _, tmp = searched
+    shutil.copy(tmp / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    name = schema.model_name("synthetic", "cam", "tiny")
+    with contextlib.suppress(MlflowException):
+        client.delete_registered_model(name)
+    run = choose(client, "cam", "tiny", None, None)
+    other: list[Promotion] = []
+    started: list[str] = []
+
+    def meanwhile(connection, cursor, statement, *rest) -> None:
+        if not started and statement.startswith("UPDATE registered_models SET last_updated"):
+            started.append(statement)
+            other.append(register(MlflowClient(uri, registry_uri=uri), run, schema.CHAMPION))
+
+    engine = client._get_registry_client().store.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", meanwhile)
+    mine = register(client, run, schema.CHAMPION)
+    sqlalchemy.event.remove(engine, "before_cursor_execute", meanwhile)
+    assert other, "the other promote never ran in between"
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert [str(v.version) for v in versions] == [other[0].version] == [mine.version]
+    assert client.get_registered_model(name).aliases == {schema.CHAMPION: int(mine.version)}
