@@ -1,9 +1,12 @@
 """The driver's MLflow queue on a real SQLite store: a retried start logs its params, a
-restored search does not log an epoch twice, what counts as an outage, a refused record."""
+restored search does not log an epoch twice, what counts as an outage, a refused record; and
+the search's end written through a real `mlflow server` that is away for a while."""
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import botocore.exceptions
@@ -12,14 +15,19 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
+from servers import free_port, mlflow_server, tcp_proxy
 
 from wsol.common import tracking_schema as schema
+from wsol.search import tracking
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.tracking import (
     MLflowTrialCallback,
     Record,
+    TrackingUnavailable,
     TrialInfo,
     _flat,
+    end_search_run,
+    through_outage,
     transient,
 )
 
@@ -183,3 +191,70 @@ def test_a_failed_attempt_waits_from_its_end(tmp_path: Path,
     stamp = callback.last_attempt
     callback._flush()  # within RETRY_S: no new attempt
     assert callback.last_attempt == stamp and len(callback.pending) == 1
+
+
+SUMMARY = {"best": {"cam/tiny": {"score": 61.5, "run_id": ""}}, "trials": 2, "failed": 0,
+           "pairs": {"cam/tiny": {"finished": 2}}}
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real `mlflow server` behind a proxy the test takes away and brings back (the server
+    keeps its state, as through a load balancer's bad minute); yields (proxy URI, port, the
+    server's port) with a parent run made through it in experiment 'end'."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(tracking, "RETRY_S", 0.5)
+    with mlflow_server(tmp_path) as target:
+        port = free_port()
+        uri = f"http://127.0.0.1:{port}"
+        with tcp_proxy(port, int(target.rsplit(":", 1)[1])):
+            client = MlflowClient(uri)
+            run = client.create_run(client.create_experiment("end")).info.run_id
+        yield uri, port, int(target.rsplit(":", 1)[1]), run
+
+
+def test_the_search_run_ends_once_the_server_is_back(served, capsys) -> None:
+    uri, port, target, run = served
+    ended = threading.Event()
+
+    def back_later() -> None:
+        time.sleep(3)
+        with tcp_proxy(port, target):
+            ended.wait(120)
+
+    thread = threading.Thread(target=back_later, daemon=True)
+    thread.start()
+    try:
+        through_outage(uri, "ending the search's run", end_search_run, uri, run, "FINISHED",
+                       SUMMARY, None)
+        finished = MlflowClient(uri).get_run(run)
+        files = {f.path for f in MlflowClient(uri).list_artifacts(run)}
+    finally:
+        ended.set()
+        thread.join()
+    assert finished.info.status == "FINISHED"
+    assert finished.data.metrics[schema.best_metric("cam/tiny")] == 61.5
+    assert {schema.SUMMARY_JSON, schema.SUMMARY_MD} <= files
+    said = capsys.readouterr().err
+    assert f"MLflow at {uri} unreachable while ending the search's run" in said
+
+
+def test_a_server_away_past_the_limit_stops_with_one_clear_error(
+        served, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri, _, _, run = served
+    monkeypatch.setenv(tracking.OUTAGE_LIMIT_ENV, "2")
+    with pytest.raises(TrackingUnavailable, match=rf"MLflow at {uri} unreachable for \d+ s "
+                       r"while ending the search's run \(limit 2 s"):
+        through_outage(uri, "ending the search's run", end_search_run, uri, run, "FINISHED",
+                       SUMMARY, None)
+
+
+def test_a_refusal_is_raised_at_once(store) -> None:
+    """Not an outage (the run does not exist): no waiting, MLflow's own error."""
+    _, uri, _, _ = store
+    started = time.monotonic()
+    with pytest.raises(MlflowException) as raised:
+        through_outage(uri, "ending the search's run", end_search_run, uri, "0" * 32,
+                       "FINISHED", SUMMARY, None)
+    assert not isinstance(raised.value, TrackingUnavailable)
+    assert time.monotonic() - started < tracking.RETRY_S

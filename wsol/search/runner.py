@@ -58,6 +58,7 @@ from wsol.search.tracking import (
     outage_limit_s,
     reopen_search_run,
     start_search_run,
+    through_outage,
     tracking_uri,
     ui_url,
 )
@@ -247,9 +248,9 @@ def run_search(experiment: Experiment, restore: bool = False,
                                                   bool(more_trials), started)
             say(f"MLflow parent run {run_id}: {ui_url(uri, experiment_id)}")
             grid = tuner.fit()
-            summary = _summary(grid, MLflowTrialCallback(uri, experiment_id, run_id,
-                                                         experiment.dataset), uri,
-                               pair_epochs(experiment, spaces))
+            callback = MLflowTrialCallback(uri, experiment_id, run_id, experiment.dataset)
+            summary = through_outage(uri, "reading the trials' runs for the summary", _summary,
+                                     grid, callback, pair_epochs(experiment, spaces))
             summary.update(name=experiment.name, experiment_id=experiment_id, log=str(log))
             # The status from this Tune run's own trials (a continuation's, before the
             # previous summary is merged in).
@@ -270,8 +271,10 @@ def run_search(experiment: Experiment, restore: bool = False,
             _close_studies(uri, run_id, optuna_url, experiment.pairs(), summary,
                            end_running=status == "FINISHED" or bool(more_trials))
             if more_trials:
-                _merge_previous(uri, run_id, summary)
-            end_search_run(uri, run_id, status, summary, reason)
+                through_outage(uri, "reading the continued search's summary", _merge_previous,
+                               uri, run_id, summary)
+            through_outage(uri, "ending the search's run", end_search_run, uri, run_id, status,
+                           summary, reason)
         except BaseException as error:
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             if "run_id" in started:
@@ -513,7 +516,7 @@ def _read_parent(experiment_dir: str) -> dict[str, str]:
         return json.loads(handle.read().decode())
 
 
-def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback, tracking_uri: str,
+def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback,
              epochs: dict[str, int]) -> dict[str, Any]:
     """The best train-fullsup score per pair and how the trials ended: finished, stopped
     early (ASHA or the time budget), failed, or unfinished (an interrupted search: their runs
@@ -554,7 +557,7 @@ def _summary(grid: tune.ResultGrid, callback: MLflowTrialCallback, tracking_uri:
                           "config": {k: v for k, v in result.config.items() if k != PAIR_KEY}}
     return {"best": best, "pairs": pairs, "trials": len(grid), "failed": failed,
             "unfinished": unfinished, "trial_seconds": seconds,
-            "parent_run_id": callback.parent_run_id, "tracking_uri": tracking_uri}
+            "parent_run_id": callback.parent_run_id, "tracking_uri": callback.tracking_uri}
 
 
 def pair_epochs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[str, int]:

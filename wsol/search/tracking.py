@@ -20,9 +20,10 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import requests
@@ -48,6 +49,7 @@ UI_QUERY = "workflowType=machine_learning"
 RETRY_S = 5.0
 OUTAGE_LIMIT_ENV = "WSOL_TRACKING_OUTAGE_LIMIT_S"
 DEFAULT_OUTAGE_LIMIT_S = 900.0
+T = TypeVar("T")
 # MLflow's client turns a failed request into a plain MlflowException (status 500) with the
 # requests error as text: these are the ones with no connection or retries of 5xx used up.
 _TRANSIENT_TEXTS = ("Max retries exceeded", "Connection refused", "Read timed out",
@@ -271,6 +273,33 @@ def outage_limit_s() -> float:
     ($WSOL_TRACKING_OUTAGE_LIMIT_S, default 15 minutes): a server restart or a bad minute of S3
     is ridden out, a store that is gone for good stops the search instead of training blind."""
     return float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_OUTAGE_LIMIT_S))
+
+
+def through_outage(uri: str, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, tried again every RETRY_S while MLflow is unreachable, up to
+    the outage limit: the driver's own reads and writes around the trials (the summary, the
+    parent run's end) ride out a server restart as the trials' records do, instead of
+    failing a search whose trials all ended."""
+    from wsol.search.progress import say
+
+    since = None
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if not transient(error):
+                raise
+            away = 0.0 if since is None else time.time() - since
+            if away > outage_limit_s():
+                raise TrackingUnavailable(
+                    f"MLflow at {uri} unreachable for {away:.0f} s while {what} (limit "
+                    f"{outage_limit_s():.0f} s, ${OUTAGE_LIMIT_ENV})") from error
+            if since is None:
+                since = time.time()
+                say(f"MLflow at {uri} unreachable while {what} ({_reason(str(error))[:200]}); "
+                    f"trying again every {RETRY_S:.0f} s for up to {outage_limit_s():.0f} s",
+                    error=True)
+        time.sleep(RETRY_S)
 
 
 def transient(error: BaseException) -> bool:
