@@ -1,5 +1,5 @@
-"""Real servers for the integration tests: an S3 API (moto's server mode), `mlflow server` and
-Ray nodes started with `ray start` as a cluster's start commands do.
+"""Real servers for the integration tests: an S3 API (moto's server mode), `mlflow server`,
+PostgreSQL, and Ray nodes started with `ray start` as a cluster's start commands do.
 
 All run as subprocesses on free localhost ports, with fake credentials that the tests then
 look for in everything the product writes.
@@ -131,6 +131,20 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+@contextmanager
+def postgres_server(workdir: Path) -> Iterator[str]:
+    """A real PostgreSQL (pgserver's binaries) with its data and Unix socket in `workdir`,
+    trusting local connections; yields a SQLAlchemy URL template with `{password}` to fill in.
+    Any password is accepted, so a test can put one in the URL and look for it afterwards."""
+    import pgserver
+
+    server = pgserver.get_server(workdir, cleanup_mode="delete")
+    try:
+        yield f"postgresql+psycopg2://postgres:{{password}}@/postgres?host={workdir}"
+    finally:
+        server.cleanup()
 
 
 @contextmanager

@@ -1,9 +1,13 @@
 """The Optuna side of a search persists: a finished search's studies open with Optuna's own
 API from their storage, every trial names its MLflow run and Tune trial, the parent run names
-the studies and carries their plots, and a later search continues them (warm start)."""
+the studies and carries their plots, and a later search continues them (warm start); with an
+RDB storage the search's saved state keeps no password."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from servers import postgres_server
 
 from wsol.common import tracking_schema as schema
 from wsol.search.experiment import experiment_from_dict
@@ -133,3 +138,38 @@ def test_a_storage_that_does_not_open_is_refused_before_the_parent_run(
         run_search(experiment)
     assert "secret" not in str(error.value)
     assert MlflowClient(experiment.tracking_uri).get_experiment_by_name("unreachable") is None
+
+
+def test_the_saved_search_state_holds_no_rdb_password(tiny_synth: Path, tmp_path: Path,
+                                                      local_ray: None) -> None:
+    """Tune pickles the searcher, and its Optuna storage with it, into the search's state on
+    storage_path (tuner.pkl, the searcher's checkpoint), which may be a shared bucket. With
+    a real PostgreSQL storage: those files hold its URL without the password; a process
+    that did not open the storage says so instead of connecting with '***'; --restore
+    (which opens it from the experiment first) reconnects and ends the search again."""
+    password = "pg-secret-5d1e"
+    (tmp_path / "pg").mkdir()
+    with postgres_server(tmp_path / "pg") as template:
+        url = template.format(password=password)
+        experiment = experiment_from_dict(_values(tiny_synth, tmp_path, name="pg",
+                                                  trials_per_pair=1, optuna_storage=url))
+        summary = run_search(experiment)
+        saved = [p for p in (tmp_path / "ray").rglob("*") if p.is_file()]
+        tuner = next(p for p in saved if p.name == "tuner.pkl")
+        assert b"postgres:***@" in tuner.read_bytes()
+        assert [p for p in saved if password.encode() in p.read_bytes()] == []
+
+        elsewhere = subprocess.run(
+            [sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))",
+             str(tuner)], capture_output=True, text=True, timeout=300)
+        assert elsewhere.returncode != 0
+        assert "names the Optuna storage postgresql+psycopg2://postgres:***@" in \
+            elsewhere.stderr and "without its password" in elsewhere.stderr
+
+        again = run_search(experiment, restore=True)
+        assert again["parent_run_id"] == summary["parent_run_id"]
+        study = optuna.load_study(study_name="pg/cam/tiny", storage=url)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+        parent = MlflowClient(summary["tracking_uri"]).get_run(summary["parent_run_id"])
+        assert parent.info.status == "FINISHED"
+        assert password not in json.dumps([parent.data.params, parent.data.tags])

@@ -19,6 +19,7 @@ import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -44,10 +45,41 @@ def storage_url(configured: str | None, local_state: Path) -> str:
     return configured or str(local_state / JOURNAL_NAME)
 
 
+# The full URL of each RDB storage this process opened, by its public form (no password):
+# what an unpickled MaskedRDBStorage reconnects with.
+_OPENED_URLS: dict[str, str] = {}
+
+
+class MaskedRDBStorage(RDBStorage):
+    """An RDB storage whose pickles hold its URL without the password. Tune pickles the
+    searcher, and the storage with it, into the search's state on storage_path (tuner.pkl
+    and the searcher's checkpoint), which may be a shared bucket. A `--restore` opens the
+    storage from the experiment file before Tune unpickles its state, and the unpickled
+    storage reconnects with that URL."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["url"] = public_url(self.url)
+        state["url_masked"] = state["url"] != self.url
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        public, masked = state["url"], state.pop("url_masked", False)
+        if masked and public not in _OPENED_URLS:
+            raise ValueError(
+                f"a search's saved state names the Optuna storage {public} without its "
+                "password; it reconnects only in a process that opened the storage first "
+                "(`search.py --restore` with the experiment file that names it does)")
+        state["url"] = _OPENED_URLS.get(public, public)
+        super().__setstate__(state)
+
+
 def open_storage(url: str) -> BaseStorage:
     """A journal file for a path, an RDB storage (SQLAlchemy URL) otherwise."""
     if "://" in url:
-        return RDBStorage(url)
+        _OPENED_URLS[public_url(url)] = url
+        return MaskedRDBStorage(url)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(url))
 
