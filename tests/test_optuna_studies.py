@@ -20,6 +20,7 @@ from optuna.storages.journal import JournalFileBackend
 from servers import postgres_server
 
 from wsol.common import tracking_schema as schema
+from wsol.search import runner
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
 from wsol.search.studies import JOURNAL_NAME, MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
@@ -173,3 +174,31 @@ def test_the_saved_search_state_holds_no_rdb_password(tiny_synth: Path, tmp_path
         parent = MlflowClient(summary["tracking_uri"]).get_run(summary["parent_run_id"])
         assert parent.info.status == "FINISHED"
         assert password not in json.dumps([parent.data.params, parent.data.tags])
+
+
+def test_a_study_another_search_took_meanwhile_gets_the_search_a_name_of_its_own(
+        tiny_synth: Path, tmp_path: Path, local_ray: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two searches of one name starting at once on a shared storage: both find the name
+    free, the other one creates its study first. Made to happen every time: the other
+    search's study is created right after this search found the name free. This search
+    then takes the name with its parent run's id and runs as usual."""
+    journal = tmp_path / "shared.journal"
+    find_prefix = runner._study_prefix
+
+    def then_taken(storage: optuna.storages.BaseStorage, name: str, run_id: str) -> str:
+        prefix = find_prefix(storage, name, run_id)
+        optuna.create_study(storage=storage, study_name=f"{prefix}/cam/tiny")
+        return prefix
+
+    monkeypatch.setattr(runner, "_study_prefix", then_taken)
+    experiment = experiment_from_dict(_values(tiny_synth, tmp_path, name="raced",
+                                              trials_per_pair=1, optuna_storage=str(journal)))
+    summary = run_search(experiment)
+    parent = MlflowClient(summary["tracking_uri"]).get_run(summary["parent_run_id"])
+    prefix = f"raced~{summary['parent_run_id'][:8]}"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[schema.OPTUNA_STUDY] == prefix
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    assert len(optuna.load_study(study_name=f"{prefix}/cam/tiny", storage=storage).trials) == 1
+    assert optuna.load_study(study_name="raced/cam/tiny", storage=storage).trials == []
