@@ -200,17 +200,17 @@ SUMMARY = {"best": {"cam/tiny": {"score": 61.5, "run_id": ""}}, "trials": 2, "fa
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A real `mlflow server` behind a proxy the test takes away and brings back (the server
-    keeps its state, as through a load balancer's bad minute); yields (proxy URI, port, the
-    server's port) with a parent run made through it in experiment 'end'."""
+    keeps its state, as through a load balancer's bad minute); yields (proxy URI, proxy port,
+    server port, run id) with a parent run made through it in experiment 'end'."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setattr(tracking, "RETRY_S", 0.5)
-    with mlflow_server(tmp_path) as target:
-        port = free_port()
+    with mlflow_server(tmp_path) as server:
+        port, target = free_port(), int(server.rsplit(":", 1)[1])
         uri = f"http://127.0.0.1:{port}"
-        with tcp_proxy(port, int(target.rsplit(":", 1)[1])):
+        with tcp_proxy(port, target):
             client = MlflowClient(uri)
             run = client.create_run(client.create_experiment("end")).info.run_id
-        yield uri, port, int(target.rsplit(":", 1)[1]), run
+        yield uri, port, target, run
 
 
 def test_the_search_run_ends_once_the_server_is_back(served, capsys) -> None:
@@ -249,8 +249,10 @@ def test_a_server_away_past_the_limit_stops_with_one_clear_error(
                        SUMMARY, None)
 
 
-def test_a_refusal_is_raised_at_once(store) -> None:
-    """Not an outage (the run does not exist): no waiting, MLflow's own error."""
+def test_a_refusal_is_raised_at_once(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not an outage (the run does not exist): no waiting, MLflow's own error. One wait
+    would take a minute, far beyond a busy machine's slowest call."""
+    monkeypatch.setattr(tracking, "RETRY_S", 60.0)
     _, uri, _, _ = store
     started = time.monotonic()
     with pytest.raises(MlflowException) as raised:
