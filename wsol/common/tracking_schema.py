@@ -3,7 +3,7 @@
 Tags, params, metrics and artifact paths per kind of record (the runs of a search, its trials,
 test evaluations, compares and reports; model versions; experiments). Writers and readers
 import the names from here, so this is the one place a `wsol.` string is spelt
-(tests/test_tracking_schema.py checks the package and every record a search, a promotion, an
+(tests/common/test_tracking_schema.py checks the package and every record a search, a promotion, an
 evaluation, a compare and a report leave). docs/tracking-schema.md is the user's version, with
 queries.
 """

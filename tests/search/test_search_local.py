@@ -21,7 +21,7 @@ from wsol.search.progress import SearchProgress
 from wsol.search.runner import run_search
 from wsol.search.tracking import summary_markdown
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 @pytest.fixture(scope="module")

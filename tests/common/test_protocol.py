@@ -16,7 +16,7 @@ from wsol.scoring.report import box_metrics
 from wsol.trial.config import TrialConfig, read_yaml
 from wsol.trial.evaluation import candidates
 
-BASE = Path(__file__).resolve().parents[1] / "search_spaces" / "base.yaml"
+BASE = Path(__file__).resolve().parents[2] / "search_spaces" / "base.yaml"
 
 
 def test_scoring_keeps_no_copy_of_the_protocols_names() -> None:

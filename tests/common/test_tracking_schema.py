@@ -25,7 +25,7 @@ from wsol.lifecycle.promote import promote, rank
 from wsol.lifecycle.report import build_report
 from wsol.search.experiment import experiment_from_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = Path(wsol.__file__).parent
 DOC = REPO / "docs" / "tracking-schema.md"
 

@@ -16,7 +16,7 @@ from wsol.search.experiment import load_experiment
 from wsol.search.runner import load_spaces
 from wsol.trial.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_paths_inside_an_experiment_are_relative_to_its_file(tmp_path: Path, monkeypatch):

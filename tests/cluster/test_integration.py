@@ -31,7 +31,7 @@ from wsol.lifecycle.promote import rank
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 @pytest.fixture

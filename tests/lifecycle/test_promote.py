@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from wsol.lifecycle.promote import PromotionError, promote
 
-PACKAGE = Path(__file__).resolve().parents[1] / "wsol"
+PACKAGE = Path(__file__).resolve().parents[2] / "wsol"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from servers import ray_nodes
 from small_search import small_experiment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).parent / "ray"
 
 

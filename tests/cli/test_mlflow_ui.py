@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from servers import mlflow_server
 from small_search import small_experiment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") \
     or shutil.which("google-chrome")
 needs_browser = pytest.mark.skipif(

@@ -14,7 +14,7 @@ from wsol.search.experiment import load_experiment
 from wsol.search.space import load_search_space
 from wsol.trial.config import load_config
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 # (YAML text, what the one line must say after the file's name)
 EXPERIMENTS = [

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from servers import mlflow_server
 from small_search import small_experiment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ADMIN, PASSWORD = "admin", "wsol-team-password-4e1b7c"
 
 

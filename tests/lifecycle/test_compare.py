@@ -23,7 +23,7 @@ from small_search import small_experiment
 from wsol.cli import main as wsol
 from wsol.lifecycle.promote import rank
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 BASE_SEED = 5
 
 

@@ -13,7 +13,7 @@ import pytest
 from wsol.cli import build_parser, main
 from wsol.cli.search import add_arguments
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()

@@ -38,7 +38,7 @@ from servers import (
 
 from wsol.common import tracking_schema as schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCH = schema.per_epoch("epoch")
 # Ray declares a node dead after its health checks fail: seconds here instead of ~30.
 FAST_NODE_DEATH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",

@@ -28,7 +28,7 @@ from servers import free_port, kill_processes_mentioning
 
 from wsol.search.cluster_rehearsal import FAKE_HEAD_TYPE, fake_config, head_start_args
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).parent / "ray"
 GPU_YAML = REPO / "cluster" / "gpu.yaml"
 LOCAL_YAML = REPO / "cluster" / "local.yaml"

@@ -23,7 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from servers import BUCKET, aws_env, bucket_objects, mlflow_server, ray_nodes, s3_server
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -14,7 +14,7 @@ from wsol.search.space import load_search_space
 from wsol.search.studies import describe_sampler, make_sampler, open_storage
 from wsol.trial.config import ConfigError
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 def _run(name: str, space_file: str, seed: int, storage: optuna.storages.BaseStorage,

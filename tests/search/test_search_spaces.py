@@ -12,7 +12,7 @@ from wsol.methods import METHODS
 from wsol.search.space import load_search_space
 from wsol.trial.config import ConfigError
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from wsol.common import tracking_schema as schema
 from wsol.lifecycle.promote import Promotion, choose, lock_retrying, register
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Imports and the store's connection first (seconds on a busy machine; MLflow keeps one
 # store per URI), then a 'ready' file, then the command once the 'go' file exists.
 AT_ONCE = """

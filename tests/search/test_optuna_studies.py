@@ -26,7 +26,7 @@ from wsol.search.runner import run_search
 from wsol.search.studies import JOURNAL_NAME, MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
 from wsol.trial.config import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
