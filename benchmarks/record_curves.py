@@ -26,8 +26,8 @@ from scipy.stats import qmc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsol.search.experiment import load_experiment
+from wsol.search.pair_spaces import load_spaces, pair_defaults
 from wsol.search.pairs import pair_name
-from wsol.search.runner import load_spaces, pair_defaults
 from wsol.search.trainable import trial_config_values
 from wsol.trial.config import config_from_dict
 from wsol.trial.runner import run_trial

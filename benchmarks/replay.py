@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
 from wsol.search.experiment import SAMPLERS, load_experiment
-from wsol.search.runner import first_point, load_spaces, pair_defaults
+from wsol.search.pair_spaces import first_point, load_spaces, pair_defaults
 from wsol.search.space import SearchSpace
 from wsol.search.studies import make_sampler
 

@@ -58,7 +58,7 @@ def test_a_misspelt_key_is_rejected_by_ray():
                          ids=lambda p: p.name)
 def test_shipped_experiments_load_with_their_search_spaces(path: Path, monkeypatch, tmp_path):
     from wsol.search.experiment import load_experiment
-    from wsol.search.runner import load_spaces
+    from wsol.search.pair_spaces import load_spaces
 
     monkeypatch.chdir(tmp_path)  # the path rule: no lookup depends on the working directory
     experiment = load_experiment(path, {})

@@ -13,7 +13,7 @@ import yaml
 
 from wsol.common.paths import PathNotFoundError, find_input, project_roots
 from wsol.search.experiment import load_experiment
-from wsol.search.runner import load_spaces
+from wsol.search.pair_spaces import load_spaces
 from wsol.trial.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]

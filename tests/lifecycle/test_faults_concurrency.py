@@ -24,7 +24,8 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from wsol.common import tracking_schema as schema
-from wsol.lifecycle.promote import Promotion, choose, lock_retrying, register
+from wsol.common.outages import lock_retrying
+from wsol.lifecycle.promote import Promotion, choose, register
 
 REPO = Path(__file__).resolve().parents[2]
 # Imports and the store's connection first (seconds on a busy machine; MLflow keeps one
@@ -105,6 +106,7 @@ def searched(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return uri, tmp
 
 
+@pytest.mark.e2e
 def test_two_promotes_at_once_make_one_version(searched: tuple[str, Path]) -> None:
     uri, tmp = searched
     results = at_once([["promote", "--tracking-uri", uri, "--method", "cam", "--backbone",
@@ -120,6 +122,7 @@ def test_two_promotes_at_once_make_one_version(searched: tuple[str, Path]) -> No
     assert model.aliases == {schema.CHAMPION: int(versions[0].version)}
 
 
+@pytest.mark.e2e
 def test_two_evaluates_at_once_count_two(searched: tuple[str, Path]) -> None:
     uri, tmp = searched
     client = MlflowClient(uri)
@@ -172,6 +175,7 @@ def test_an_alias_another_promote_set_meanwhile_is_set_again(tmp_path: Path) -> 
     assert client.get_registered_model("m").aliases == {schema.CHAMPION: int(version)}
 
 
+@pytest.mark.e2e
 def test_a_version_another_promote_made_meanwhile_leaves_one(
         searched: tuple[str, Path], tmp_path: Path) -> None:
     """The race the three promotes above were written for, made to happen every time: both

@@ -16,10 +16,10 @@ from small_search import SPACES, small_experiment
 from wsol.common import tracking_schema as schema
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.pairs import PairedSearcher
+from wsol.search.parent_run import start_search_run
 from wsol.search.runner import logged_experiment
 from wsol.search.space import load_search_space
 from wsol.search.studies import StudyTaken, fail_running, open_storage, prepare_study, public_url
-from wsol.search.tracking import start_search_run
 
 
 @pytest.mark.parametrize("url, public", [

@@ -20,7 +20,7 @@ from optuna.storages.journal import JournalFileBackend
 from servers import postgres_server
 
 from wsol.common import tracking_schema as schema
-from wsol.search import runner
+from wsol.search import starts
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
 from wsol.search.studies import JOURNAL_NAME, MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
@@ -55,6 +55,7 @@ def _children(client: MlflowClient, parent: str, experiment_id: str) -> dict[str
     return {r.info.run_id: r for r in runs}
 
 
+@pytest.mark.e2e
 def test_studies_persist_link_mlflow_and_continue(tiny_synth: Path, tmp_path: Path,
                                                   local_ray: None) -> None:
     experiment = experiment_from_dict(_values(tiny_synth, tmp_path))
@@ -141,6 +142,7 @@ def test_a_storage_that_does_not_open_is_refused_before_the_parent_run(
     assert MlflowClient(experiment.tracking_uri).get_experiment_by_name("unreachable") is None
 
 
+@pytest.mark.e2e
 def test_the_saved_search_state_holds_no_rdb_password(tiny_synth: Path, tmp_path: Path,
                                                       local_ray: None) -> None:
     """Tune pickles the searcher, and its Optuna storage with it, into the search's state on
@@ -176,6 +178,7 @@ def test_the_saved_search_state_holds_no_rdb_password(tiny_synth: Path, tmp_path
         assert password not in json.dumps([parent.data.params, parent.data.tags])
 
 
+@pytest.mark.e2e
 def test_a_study_another_search_took_meanwhile_gets_the_search_a_name_of_its_own(
         tiny_synth: Path, tmp_path: Path, local_ray: None,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,14 +187,14 @@ def test_a_study_another_search_took_meanwhile_gets_the_search_a_name_of_its_own
     search's study is created right after this search found the name free. This search
     then takes the name with its parent run's id and runs as usual."""
     journal = tmp_path / "shared.journal"
-    find_prefix = runner._study_prefix
+    find_prefix = starts._study_prefix
 
     def then_taken(storage: optuna.storages.BaseStorage, name: str, run_id: str) -> str:
         prefix = find_prefix(storage, name, run_id)
         optuna.create_study(storage=storage, study_name=f"{prefix}/cam/tiny")
         return prefix
 
-    monkeypatch.setattr(runner, "_study_prefix", then_taken)
+    monkeypatch.setattr(starts, "_study_prefix", then_taken)
     experiment = experiment_from_dict(_values(tiny_synth, tmp_path, name="raced",
                                               trials_per_pair=1, optuna_storage=str(journal)))
     summary = run_search(experiment)

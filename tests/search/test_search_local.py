@@ -17,9 +17,9 @@ from wsol.common import tracking_schema as schema
 from wsol.lifecycle.promote import promote
 from wsol.search import runner
 from wsol.search.experiment import experiment_from_dict
+from wsol.search.parent_run import summary_markdown
 from wsol.search.progress import SearchProgress
 from wsol.search.runner import run_search
-from wsol.search.tracking import summary_markdown
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -31,6 +31,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.e2e
 def test_search_records_parent_children_and_the_failure(tiny_synth: Path, tmp_path: Path,
                                                         local_ray: None,
                                                         capfd: pytest.CaptureFixture) -> None:
@@ -139,6 +140,7 @@ class _FailingTuner:
         raise self.error
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("error", "status"), [(RuntimeError("boom"), "FAILED"),
                                                (KeyboardInterrupt(), "KILLED")])
 def test_parent_run_ends_when_the_search_raises(error: BaseException, status: str,

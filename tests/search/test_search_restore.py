@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from servers import ray_nodes
 from small_search import small_experiment
 
+pytestmark = pytest.mark.e2e  # starts a `ray start` node and search.py searches
 REPO = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).parent / "ray"
 

@@ -109,7 +109,7 @@ def experiment_for(**values):
     ("openimages", "resnet50", {"lambda_sim": 8.0, "tau_fg": 0.28, "lr": 1e-5}),
 ])
 def test_bgc_defaults_are_one_row_of_the_papers(dataset, backbone, expected) -> None:
-    from wsol.search.runner import load_spaces, pair_defaults
+    from wsol.search.pair_spaces import load_spaces, pair_defaults
 
     experiment = experiment_for(dataset=dataset, methods=["bgc"], backbones=[backbone],
                                 trial={"weights": "imagenet"})
@@ -118,7 +118,7 @@ def test_bgc_defaults_are_one_row_of_the_papers(dataset, backbone, expected) -> 
 
 
 def test_a_users_value_wins_over_the_row_and_the_search_starts_from_it() -> None:
-    from wsol.search.runner import first_point, load_spaces, pair_defaults
+    from wsol.search.pair_spaces import first_point, load_spaces, pair_defaults
     from wsol.search.trainable import trial_config_values
 
     experiment = experiment_for(dataset="cub", methods=["bgc"], backbones=["vgg16"],
@@ -140,7 +140,7 @@ def test_a_users_value_wins_over_the_row_and_the_search_starts_from_it() -> None
 
 
 def test_weightmap_rows_follow_the_regime() -> None:
-    from wsol.search.runner import load_spaces, pair_defaults
+    from wsol.search.pair_spaces import load_spaces, pair_defaults
 
     scratch = experiment_for(methods=["weightmap"], param_ranges={"lr": {"low": 1e-3}})
     pretrained = experiment_for(dataset="cub", methods=["weightmap"], backbones=["resnet18"],
@@ -165,7 +165,7 @@ def test_search_ranges_contain_every_papers_rate() -> None:
     ({"warp": {"low": 0.1}}, "param_ranges.warp: no method searches it"),
 ])
 def test_bad_param_ranges_name_the_key(ranges, message) -> None:
-    from wsol.search.runner import load_spaces
+    from wsol.search.pair_spaces import load_spaces
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_spaces(experiment_for(methods=["cam"], param_ranges=ranges))

@@ -17,19 +17,13 @@ from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
 from servers import free_port, mlflow_server, tcp_proxy
 
+from wsol.common import outages
 from wsol.common import tracking_schema as schema
-from wsol.search import tracking
+from wsol.common.outages import TrackingUnavailable, through_outage, transient
+from wsol.common.tracking_store import flat_params
 from wsol.search.pairs import PAIR_KEY
-from wsol.search.tracking import (
-    MLflowTrialCallback,
-    Record,
-    TrackingUnavailable,
-    TrialInfo,
-    _flat,
-    end_search_run,
-    through_outage,
-    transient,
-)
+from wsol.search.parent_run import end_search_run
+from wsol.search.trial_callback import MLflowTrialCallback, Record, TrialInfo
 
 EPOCH = schema.per_epoch("epoch")
 TRIAL = TrialInfo("t0001", {PAIR_KEY: "cam/tiny", "lr": 0.01, "nested": {"a": 1}}, "trial_t0001")
@@ -65,7 +59,7 @@ def test_a_retried_start_logs_the_params_its_run_lacks(store) -> None:
     callback._flush()
     assert not callback.pending
     assert callback.runs[TRIAL.trial_id] == run_id
-    assert client.get_run(run_id).data.params == _flat("", TRIAL.config)
+    assert client.get_run(run_id).data.params == flat_params(TRIAL.config)
 
 
 def test_a_restored_step_behind_mlflow_does_not_log_epochs_twice(store) -> None:
@@ -203,7 +197,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     keeps its state, as through a load balancer's bad minute); yields (proxy URI, proxy port,
     server port, run id) with a parent run made through it in experiment 'end'."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setattr(tracking, "RETRY_S", 0.5)
+    monkeypatch.setattr(outages, "RETRY_S", 0.5)
     with mlflow_server(tmp_path) as server:
         port, target = free_port(), int(server.rsplit(":", 1)[1])
         uri = f"http://127.0.0.1:{port}"
@@ -213,6 +207,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield uri, port, target, run
 
 
+@pytest.mark.e2e
 def test_the_search_run_ends_once_the_server_is_back(served, capsys) -> None:
     uri, port, target, run = served
     ended = threading.Event()
@@ -239,10 +234,11 @@ def test_the_search_run_ends_once_the_server_is_back(served, capsys) -> None:
     assert f"MLflow at {uri} unreachable while ending the search's run" in said
 
 
+@pytest.mark.e2e
 def test_a_server_away_past_the_limit_stops_with_one_clear_error(
         served, monkeypatch: pytest.MonkeyPatch) -> None:
     uri, _, _, run = served
-    monkeypatch.setenv(tracking.OUTAGE_LIMIT_ENV, "2")
+    monkeypatch.setenv(outages.OUTAGE_LIMIT_ENV, "2")
     with pytest.raises(TrackingUnavailable, match=rf"MLflow at {uri} unreachable for \d+ s "
                        r"while ending the search's run \(limit 2 s"):
         through_outage(uri, "ending the search's run", end_search_run, uri, run, "FINISHED",
@@ -252,11 +248,11 @@ def test_a_server_away_past_the_limit_stops_with_one_clear_error(
 def test_a_refusal_is_raised_at_once(store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not an outage (the run does not exist): no waiting, MLflow's own error. One wait
     would take a minute, far beyond a busy machine's slowest call."""
-    monkeypatch.setattr(tracking, "RETRY_S", 60.0)
+    monkeypatch.setattr(outages, "RETRY_S", 60.0)
     _, uri, _, _ = store
     started = time.monotonic()
     with pytest.raises(MlflowException) as raised:
         through_outage(uri, "ending the search's run", end_search_run, uri, "0" * 32,
                        "FINISHED", SUMMARY, None)
     assert not isinstance(raised.value, TrackingUnavailable)
-    assert time.monotonic() - started < tracking.RETRY_S
+    assert time.monotonic() - started < outages.RETRY_S

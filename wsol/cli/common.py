@@ -64,7 +64,7 @@ def print_values(values: dict[str, object]) -> None:
 def client(args: argparse.Namespace):
     from mlflow.tracking import MlflowClient
 
-    from wsol.search.tracking import tracking_uri
+    from wsol.common.tracking_store import tracking_uri
 
     return MlflowClient(tracking_uri(args.tracking_uri))
 

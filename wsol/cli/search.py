@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def search(args: argparse.Namespace) -> int:
     from wsol.common.paths import find_input, project_file
+    from wsol.common.tracking_store import ui_url
     from wsol.search.experiment import load_experiment
     from wsol.search.runner import run_search
-    from wsol.search.tracking import ui_url
 
     default = "experiments/" + ("synthetic-smoke.yaml" if args.smoke else "synthetic-demo.yaml")
     config = find_input(args.config, "experiment") if args.config else \

@@ -28,12 +28,12 @@ from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
+from wsol.common.tracking_store import DEFAULT_TRACKING_URI, ensure_experiment, tracking_uri
 from wsol.lifecycle import runs
 from wsol.lifecycle.evaluate import evaluate_model
 from wsol.lifecycle.promote import Promotion, PromotionError, promote, rank, refusal
 from wsol.search.experiment import Experiment
 from wsol.search.runner import prepare_data, run_search
-from wsol.search.tracking import DEFAULT_TRACKING_URI, ensure_experiment, tracking_uri
 
 TEST_KEYS = (protocol.MAX_BOX_ACC, *protocol.SELECTION_METRICS)
 

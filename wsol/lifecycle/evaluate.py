@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
+from wsol.common.outages import lock_retrying
 from wsol.lifecycle import runs
 from wsol.lifecycle.final_evaluation import evaluate_checkpoint, load_checkpoint
-from wsol.lifecycle.promote import lock_retrying, refusal
+from wsol.lifecycle.promote import refusal
 
 
 def resolve_model(client: MlflowClient, model: str) -> tuple[Run, ModelVersion | None]:
@@ -37,6 +38,8 @@ def resolve_model(client: MlflowClient, model: str) -> tuple[Run, ModelVersion |
         version = client.get_model_version(name, number)
     else:
         raise ValueError(f"{model}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    if version.run_id is None:
+        raise ValueError(f"{model}: version {version.version} names no trial run")
     return client.get_run(version.run_id), version
 
 

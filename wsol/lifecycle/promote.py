@@ -7,11 +7,8 @@ alias moves to it while the version it replaces keeps a `previous` alias.
 
 from __future__ import annotations
 
-import functools
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -20,18 +17,12 @@ from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
+from wsol.common.outages import lock_retrying
 from wsol.common.protocol import SELECTION_SPLIT
+from wsol.common.tracking_store import ui_link
 from wsol.lifecycle import runs
-from wsol.search.tracking import insert_conflict, store_locked, ui_link
 
 TIE_BREAKERS = (*protocol.SELECTION_METRICS, protocol.MAX_BOX_ACC)
-# The trial's tags a version carries (beside selected_on): its choices and its epoch.
-CHOICES = (*schema.CHOICES, "epoch")
-# A SQLite store refuses a transaction while another process holds its lock (after SQLite's
-# own busy wait): such calls are tried again for this long, with short sleeps between.
-LOCK_RETRY_S = 60.0
-LOCK_RETRY_SLEEP_S = 0.5
-T = TypeVar("T")
 
 
 class PromotionError(ValueError):
@@ -52,47 +43,6 @@ class Promotion:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def retry_locked(call: Callable[..., T], *args: Any, merges: bool = False, **kwargs: Any) -> T:
-    """`call(*args, **kwargs)`, tried again for up to LOCK_RETRY_S while the store is locked
-    by another process (a refused SQLite transaction is rolled back, so trying again is
-    safe). A call that `merges` a row (MLflow's set_* calls) is also tried again when another
-    process inserted the same key meanwhile. Any other error, or one past the limit, is
-    raised."""
-    deadline = time.monotonic() + LOCK_RETRY_S
-    while True:
-        try:
-            return call(*args, **kwargs)
-        except Exception as error:
-            again = store_locked(error) or (merges and insert_conflict(error))
-            if not again or time.monotonic() >= deadline:
-                raise
-        time.sleep(LOCK_RETRY_SLEEP_S)
-
-
-class LockRetrying:
-    """An MlflowClient whose every call is made through `retry_locked`: promote and evaluate
-    read and then write, and concurrent commands on one store lock each other out or set
-    the same alias or tag for the first time at the same moment."""
-
-    def __init__(self, client: MlflowClient) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._client, name)
-        if not callable(attribute):
-            return attribute
-        merges = name.startswith("set_")
-
-        @functools.wraps(attribute)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return retry_locked(attribute, *args, merges=merges, **kwargs)
-        return call
-
-
-def lock_retrying(client: MlflowClient) -> MlflowClient:
-    return client if isinstance(client, LockRetrying) else LockRetrying(client)  # type: ignore[return-value]
 
 
 def refusal(run: Run) -> str | None:
@@ -185,7 +135,9 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
     pair = runs.pair_of(run)
     name = schema.model_name(pair.dataset, pair.method, pair.backbone)
     tags = run.data.tags
-    choices = {key: tags.get(schema.selected(key), "") for key in CHOICES}
+    # The trial's choices and epoch as tagged on its run; selected_on has a tag of its own.
+    choices = {key: tags.get(schema.selected(key), "") for key in schema.VERSION_CHOICES
+               if key != "selected_on"}
     choices["selected_on"] = tags[schema.SELECTED_ON]
     lineage = {
         "trial_run_id": run.info.run_id,

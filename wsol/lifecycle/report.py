@@ -29,8 +29,8 @@ from mlflow.tracking import MlflowClient
 
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
+from wsol.common.tracking_store import ensure_experiment
 from wsol.lifecycle import figures, report_compare, robustness, runs
-from wsol.search.tracking import ensure_experiment
 
 METRICS = protocol.SELECTION_METRICS
 SPLITS = (protocol.SELECTION_SPLIT, protocol.TEST_SPLIT)

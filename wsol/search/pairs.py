@@ -68,7 +68,8 @@ class PairedSearcher(Searcher):
             self._user_attr(trial_id, MLFLOW_RUN_ATTR, run_id)
             self.linked.add(trial_id)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Ray's annotation leaves out Searcher.FINISHED (a str), which its own searchers return.
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         open_pairs = [p for p, left in self.remaining.items() if left > 0]
         if not open_pairs:
             return Searcher.FINISHED

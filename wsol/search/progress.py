@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from ray._private import ray_logging
 from ray._private import worker as ray_worker
@@ -23,23 +22,11 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from wsol.common import protocol
+from wsol.common.console import say, terminal_kept
 from wsol.search.pairs import PAIR_KEY
-from wsol.search.tracking import MLflowTrialCallback
 from wsol.trial.config import TrialConfig
 
 PROGRESS_EVERY_S = 30.0  # and a tenth of the time spent once that is longer (at most 10 min)
-
-# The console of the search in this process: where `say` prints while sys.stdout and
-# sys.stderr go to the log file.
-_console: TextIO | None = None
-_console_err: TextIO | None = None
-
-
-def say(line: str, error: bool = False) -> None:
-    """Prints on the terminal, also while a search sends everything else to its log."""
-    stream = (_console_err if error else _console) or (sys.stderr if error else sys.stdout)
-    print(line, file=stream, flush=True)
-
 
 def _console_handler(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and \
@@ -51,7 +38,6 @@ def console_to_log(path: Path) -> Iterator[None]:
     """Ray's, Tune's, Optuna's and MLflow's loggers, the trials' forwarded output and anything
     else printed go to `path` (appended: a restored search continues it); `say` still
     reaches the terminal."""
-    global _console, _console_err
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", buffering=1) as log:
         log.write(f"\n===== search started {datetime.now().isoformat(timespec='seconds')} "
@@ -67,13 +53,11 @@ def console_to_log(path: Path) -> Iterator[None]:
                 if console:
                     logger.addHandler(handler)
                     swapped.append((logger, console))
-        saved = _console, _console_err
-        _console, _console_err = sys.stdout, sys.stderr
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with terminal_kept(), contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
                 yield
         finally:
-            _console, _console_err = saved
             for logger, console in swapped:
                 logger.removeHandler(handler)
                 for old in console:
@@ -104,6 +88,12 @@ def worker_output_to(path: Path) -> None:
     dispatcher.add_handler("ray_print_logs", write)
 
 
+class TrialNames(Protocol):
+    """Who knows a trial's run name (`cam/tiny #02`): the MLflow callback."""
+
+    def name_of(self, trial: Trial) -> str: ...
+
+
 class SearchProgress(Callback):
     """The search's console: a line per ended trial ("cam/tiny #02 finished: ...") and every
     `every_s` seconds (a tenth of the time spent in long searches) a block with the trials
@@ -112,7 +102,7 @@ class SearchProgress(Callback):
     not when Tune stops it for a Ctrl+C."""
 
     def __init__(self, budgets: dict[str, int], values: dict[str, dict[str, Any]],
-                 names: MLflowTrialCallback, every_s: float = PROGRESS_EVERY_S,
+                 names: TrialNames, every_s: float = PROGRESS_EVERY_S,
                  time_budget_s: float | None = None):
         self.budgets = budgets
         self.values = values  # per pair, the trial settings before sampling (epochs, ...)
@@ -123,11 +113,11 @@ class SearchProgress(Callback):
         self.ended: set[str] = set()
         self.started = self.last_block = time.monotonic()
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, *args: Any, **info: Any) -> None:
         self.started = self.last_block = time.monotonic()  # also after a restore
 
     def _setting(self, trial: Trial, key: str, default: Any) -> Any:
-        pair = self.values.get(trial.config.get(PAIR_KEY), {})
+        pair = self.values.get(str(trial.config.get(PAIR_KEY)), {})
         return trial.config.get(key, pair.get(key, default))
 
     def _epochs(self, trial: Trial) -> int:

@@ -95,6 +95,7 @@ class SearchSpace:
             if p.kind == "categorical":
                 values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
                 continue
+            assert p.low is not None and p.high is not None  # numeric: both (checked on load)
             high = p.high
             if p.name in self.less_than:
                 bound = values[self.less_than[p.name]]
@@ -201,7 +202,10 @@ def load_search_space(path: str | Path) -> SearchSpace:
         a, op, b = [*str(text).split(), "", "", ""][:3]
         if op != "<" or a not in params or b not in params:
             raise _fail(path, "constraints", f"{text!r}: expected 'A < B' over sampled params")
-        if params[a].low >= params[b].low:
+        low_a, low_b = params[a].low, params[b].low
+        if low_a is None or low_b is None:
+            raise _fail(path, "constraints", f"{text!r}: both sides must be numeric params")
+        if low_a >= low_b:
             raise _fail(path, "constraints", f"{text!r} cannot hold: {a}'s low must be below "
                         f"{b}'s low")
         less_than[a] = b

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import re
 import shlex
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from wsol.common import tracking_schema as schema
+from wsol.common.console import say
 from wsol.search.space import SearchSpace
 
 JOURNAL_NAME = "optuna.journal"
@@ -275,3 +277,31 @@ def plot_studies(studies: dict[str, optuna.Study], folder: Path) -> list[Path]:
             plt.close(figure)
             written.append(path)
     return written
+
+
+def close_studies(uri: str, run_id: str, url: str, pairs: list[str],
+                  end_running: bool) -> dict[str, Any] | None:
+    """Optuna's plots of every study on the parent run; returns where to open the studies
+    (the summary's `optuna` entry). `end_running`: trials still RUNNING become FAIL
+    (fail_running). Never the reason a search fails: a warning instead."""
+    opened = None
+    try:
+        prefix = MlflowClient(uri).get_run(run_id).data.tags.get(schema.OPTUNA_STUDY)
+        if prefix is None:  # a restored search that began before studies persisted
+            return None
+        storage = open_storage(url)
+        studies = {pair: optuna.load_study(study_name=study_name(prefix, pair),
+                                           storage=storage)
+                   for pair in pairs}
+        if end_running and (failed := fail_running(studies)):
+            say(f"{failed} Optuna trials left unfinished marked FAIL", error=True)
+        opened = {"storage": public_url(url),
+                  "studies": {pair: s.study_name for pair, s in studies.items()},
+                  "trials": {pair: len(s.trials) for pair, s in studies.items()}}
+        with tempfile.TemporaryDirectory() as tmp:
+            if plot_studies(studies, Path(tmp)):
+                MlflowClient(uri).log_artifacts(run_id, tmp, schema.OPTUNA_FOLDER)
+    except Exception as error:
+        say(f"warning: the Optuna studies not closed (plots, links): {type(error).__name__}: "
+            f"{without_secrets(str(error), url)}", error=True)
+    return opened

@@ -26,11 +26,11 @@ import pyarrow.fs
 import ray
 from ray import tune
 
+from wsol.common.outages import RETRY_S, outage_limit_s, transient
 from wsol.common.tracking_schema import TRIAL_METRICS
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.space import TRIAL_FIELDS
-from wsol.search.tracking import RETRY_S, outage_limit_s, transient
 from wsol.trial.config import config_from_dict
 from wsol.trial.runner import Evaluation, run_trial
 
