@@ -1,11 +1,13 @@
 """Backbone weights: the ImageNet entry per backbone, local state-dict files, clear refusals.
 
 No network here: 'imagenet' is checked up to torchvision's download call, and local files are
-state dicts of torchvision's own (randomly initialised) networks written by the test.
+state dicts of torchvision's own (randomly initialised) networks written by the test. Every
+backbone with a PRETRAINED entry is checked, with what its registration states.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,50 +17,41 @@ import torchvision.models as tvm
 import torchvision.models._api
 from torch import nn
 
+from wsol.methods.weightmap import plain_resnet
 from wsol.models.backbones import (
     BACKBONES,
-    IMAGENET_WEIGHTS,
     INCEPTION_NEW_LAYERS,
     INCEPTION_UNUSED,
+    PRETRAINED,
+    Backbone,
     build_backbone,
-    load_torchvision,
 )
+from wsol.models.generator import UNetGenerator
 
-PRETRAINED = ["vgg16", "resnet50", "resnet18", "mobilenet_v2", "inception_v3"]
 
-# The torchvision network whose checkpoint each backbone loads.
-SOURCES: dict[str, Callable[[], nn.Module]] = {
-    "vgg16": lambda: tvm.vgg16(weights=None),
-    "resnet50": lambda: tvm.resnet50(weights=None),
-    "resnet18": lambda: tvm.resnet18(weights=None),
-    "mobilenet_v2": lambda: tvm.mobilenet_v2(weights=None),
-    "inception_v3": lambda: tvm.inception_v3(weights=None, aux_logits=True, init_weights=False),
-}
+def torchvision_network(name: str) -> nn.Module:
+    """The torchvision network whose checkpoint the backbone loads, randomly initialised."""
+    return PRETRAINED[name].network(weights=None)
 
 
 def test_every_pretrained_backbone_has_an_imagenet_entry() -> None:
-    assert set(IMAGENET_WEIGHTS) == set(PRETRAINED) == set(BACKBONES.names()) - {"tiny"}
-
-
-# What the papers start from: the original ImageNet-1K weights, torchvision's IMAGENET1K_V1.
-V1: dict[str, tvm.WeightsEnum] = {
-    "vgg16": tvm.VGG16_Weights.IMAGENET1K_V1,
-    "resnet50": tvm.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet18": tvm.ResNet18_Weights.IMAGENET1K_V1,
-    "mobilenet_v2": tvm.MobileNet_V2_Weights.IMAGENET1K_V1,
-    "inception_v3": tvm.Inception_V3_Weights.IMAGENET1K_V1,
-}
+    assert set(PRETRAINED) == set(BACKBONES.names()) - {"tiny"}
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_imagenet_is_the_v1_entry(name: str) -> None:
-    assert IMAGENET_WEIGHTS[name] is V1[name]
-    assert IMAGENET_WEIGHTS[name].name == "IMAGENET1K_V1"
+    """What the papers start from: the original ImageNet-1K weights of the backbone's own
+    network, torchvision's IMAGENET1K_V1."""
+    network = PRETRAINED[name].network
+    weights = tvm.get_model_weights(network.func if isinstance(network, functools.partial)
+                                    else network)
+    assert PRETRAINED[name].imagenet is weights.IMAGENET1K_V1
+    assert PRETRAINED[name].imagenet.name == "IMAGENET1K_V1"
 
 
 def test_v1_is_not_torchvision_default_where_they_differ() -> None:
-    assert IMAGENET_WEIGHTS["resnet50"] is not tvm.ResNet50_Weights.DEFAULT
-    assert IMAGENET_WEIGHTS["mobilenet_v2"] is not tvm.MobileNet_V2_Weights.DEFAULT
+    assert PRETRAINED["resnet50"].imagenet is not tvm.ResNet50_Weights.DEFAULT
+    assert PRETRAINED["mobilenet_v2"].imagenet is not tvm.MobileNet_V2_Weights.DEFAULT
 
 
 class _Downloaded(Exception):
@@ -85,7 +78,7 @@ def test_imagenet_downloads_the_v1_file(name: str, monkeypatch: pytest.MonkeyPat
     requested = _record_downloads(monkeypatch)
     with pytest.raises(_Downloaded):
         build_backbone(name, "imagenet")
-    assert requested == [V1[name].url]
+    assert requested == [PRETRAINED[name].imagenet.url]
 
 
 def test_imagenet_weights_load_through_torchvision_download(monkeypatch) -> None:
@@ -96,11 +89,13 @@ def test_imagenet_weights_load_through_torchvision_download(monkeypatch) -> None
     assert torch.equal(backbone.stem[0].weight, source.conv1.weight)
 
 
-def test_load_torchvision_with_a_weights_class_means_v1(monkeypatch) -> None:
-    """The generator and the weight map's f pass the class; they get V1 too."""
+@pytest.mark.parametrize("build", [UNetGenerator, plain_resnet])
+def test_the_weight_maps_resnets_load_v1_too(build: Callable[[str, str], nn.Module],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generator's encoder and the weight map's plain f are built from the same table."""
     requested = _record_downloads(monkeypatch)
     with pytest.raises(_Downloaded):
-        load_torchvision(tvm.resnet50, tvm.ResNet50_Weights, "imagenet")
+        build("resnet50", "imagenet")
     assert requested == [tvm.ResNet50_Weights.IMAGENET1K_V1.url]
 
 
@@ -110,22 +105,16 @@ def _randomised(model: nn.Module) -> dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
-# The layers each backbone adds to torchvision's network: not in its checkpoints.
-ADDED: dict[str, Callable[[nn.Module], list[nn.Module]]] = {
-    "vgg16": lambda b: [b.head[-1]],
-    "inception_v3": lambda b: [b.head.SPG_A3_1b, b.head.SPG_A3_2b],
-}
-
-
-def _assert_loaded(name: str, backbone: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Every tensor of the backbone but the added layers' has the values of one in the file."""
+def _assert_loaded(name: str, backbone: Backbone, state: dict[str, torch.Tensor]) -> None:
+    """Every tensor of the backbone but those of the layers its registration says it adds has
+    the values of one in the file."""
     by_shape: dict[tuple, list[torch.Tensor]] = {}
     for value in state.values():
         by_shape.setdefault(tuple(value.shape), []).append(value)
     named = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
-    added = {id(t) for layer in ADDED.get(name, lambda b: [])(backbone)
-             for t in layer.state_dict(keep_vars=True).values()}
-    assert len(added) == (4 if name == "inception_v3" else 2 if name == "vgg16" else 0)
+    layers = BACKBONES.get(name).added(backbone)
+    added = {id(t) for layer in layers for t in layer.state_dict(keep_vars=True).values()}
+    assert len(added) == 2 * len(layers)  # each an added conv: its weight and bias
     for key, value in named.items():
         if key.endswith("num_batches_tracked"):
             continue
@@ -134,13 +123,15 @@ def _assert_loaded(name: str, backbone: nn.Module, state: dict[str, torch.Tensor
         assert loaded != (id(value) in added), key
 
 
-@pytest.mark.parametrize(("name", "large"), [
-    ("vgg16", False), ("vgg16", True),  # True: no pool4, the layers the reference re-indexes
-    ("resnet50", False), ("resnet18", False), ("mobilenet_v2", False),
-    ("inception_v3", False), ("inception_v3", True),
-])
+# Every layout a pretrained backbone has: vgg16's large_feature_map (no pool4) re-indexes the
+# layers as the reference does.
+LAYOUTS = [(name, large) for name in PRETRAINED for large in (False, True)
+           if not large or BACKBONES.get(name).large_feature_maps is not None]
+
+
+@pytest.mark.parametrize(("name", "large"), LAYOUTS)
 def test_every_backbone_loads_a_local_file(name: str, large: bool, tmp_path: Path) -> None:
-    state = _randomised(SOURCES[name]())
+    state = _randomised(torchvision_network(name))
     if name == "vgg16":  # the discarded classifier is 500 MB; the file may leave it out
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     path = tmp_path / f"{name}.pth"
@@ -151,7 +142,7 @@ def test_every_backbone_loads_a_local_file(name: str, large: bool, tmp_path: Pat
 def test_inception_loads_a_file_in_the_reference_layout(tmp_path: Path) -> None:
     """The reference strips Mixed_7*, AuxLogits and fc before loading; a file with the added
     convs (SPG_A3_*) loads them too."""
-    state = {k: v for k, v in _randomised(SOURCES["inception_v3"]()).items()
+    state = {k: v for k, v in _randomised(torchvision_network("inception_v3")).items()
              if not k.startswith(INCEPTION_UNUSED)}
     state |= {"SPG_A3_1b.0.weight": torch.randn(1024, 768, 3, 3),
               "SPG_A3_1b.0.bias": torch.randn(1024),

@@ -11,52 +11,32 @@ import pytest
 import torch
 from torch import nn
 
-from wsol.models.backbones import BACKBONES, build_backbone
+from wsol.models.backbones import BACKBONES, FeatureMaps, build_backbone
 from wsol.models.classifier import CAMClassifier
 from wsol.models.generator import UNetGenerator
 
-# (backbone, large_feature_map) -> ((channels, side) of the stem's output, where BGC's
-# attentive dropout acts; (channels, side) of the feature map), at a 224x224 input.
-# Sides of the feature map as the reference code gives them:
-# - vgg16: clovaai/wsolevaluation wsol/vgg.py, configs_dict["cam"]: "14x14" (pool1-4, no pool5)
-#   and "28x28" (no pool4 either). Stem: up to conv4_3, before pool4 (BGC Sec. 5.1).
-# - resnet50: wsolevaluation wsol/resnet.py ResNetCam: layer4 stride 1 -> 14; with
-#   large_feature_map layer3 stride 1 too -> 28. Stem: up to layer4[0] (BGC Sec. 5.1).
-# - resnet18: no reference; resnet50's recipe, so the same sides.
-# - mobilenet_v2: shadowwkl/MinMaxCAM network_general.py MobileNetV2, strides 1,2,2,1,1,1,1
-#   after the stride-2 first conv -> stride 8 -> 28. Stem: blocks 0-13 (96 channels).
-# - inception_v3: wsolevaluation wsol/inception.py InceptionCam: 224 -> 112 (padded 1a) -> 110
-#   -> 56 (ceil pool) -> 54 -> 28 (ceil pool) -> Mixed_5* 28 -> extra ceil pool 14 (skipped
-#   with large_feature_map) -> Mixed_6a at stride 1 -> 14 (or 28).
-# - tiny: ours, stride 4 -> 56.
-# None: the backbone refuses large_feature_map=True.
-FEATURE_MAPS: dict[tuple[str, bool], tuple[tuple[int, int], tuple[int, int]] | None] = {
-    ("vgg16", False): ((512, 28), (1024, 14)),
-    ("vgg16", True): ((512, 28), (1024, 28)),
-    ("resnet50", False): ((2048, 14), (2048, 14)),
-    ("resnet50", True): ((2048, 28), (2048, 28)),
-    ("resnet18", False): ((512, 14), (512, 14)),
-    ("resnet18", True): ((512, 28), (512, 28)),
-    ("mobilenet_v2", False): ((96, 28), (1280, 28)),
-    ("mobilenet_v2", True): None,
-    ("inception_v3", False): ((288, 28), (1024, 14)),
-    ("inception_v3", True): ((288, 28), (1024, 28)),
-    ("tiny", False): ((128, 56), (128, 56)),
-    ("tiny", True): None,
-}
-SUPPORTED = [key for key, sizes in FEATURE_MAPS.items() if sizes is not None]
-REFUSED = [key for key, sizes in FEATURE_MAPS.items() if sizes is None]
+
+def feature_maps(name: str, large: bool) -> FeatureMaps | None:
+    """What the backbone's registration says it gives at 224 x 224 (None: it refuses
+    large_feature_map), with the reference code each side comes from."""
+    registered = BACKBONES.get(name)
+    return registered.large_feature_maps if large else registered.feature_maps
 
 
-def test_every_registered_backbone_is_in_the_table() -> None:
+CASES = [(name, large) for name in BACKBONES.names() for large in (False, True)]
+SUPPORTED = [case for case in CASES if feature_maps(*case) is not None]
+REFUSED = [case for case in CASES if feature_maps(*case) is None]
+
+
+def test_every_registered_backbone_is_checked() -> None:
     assert set(BACKBONES.names()) == {"vgg16", "resnet50", "resnet18", "mobilenet_v2",
                                        "inception_v3", "tiny"}
-    assert set(FEATURE_MAPS) == {(n, large) for n in BACKBONES.names() for large in (False, True)}
+    assert REFUSED == [("mobilenet_v2", True), ("tiny", True)]
 
 
 @pytest.mark.parametrize(("name", "large"), SUPPORTED)
 def test_feature_map_sizes_at_224(name: str, large: bool) -> None:
-    (stem_channels, stem_side), (channels, side) = FEATURE_MAPS[(name, large)]
+    (stem_channels, stem_side), (channels, side) = feature_maps(name, large)
     backbone = build_backbone(name, None, large_feature_map=large).eval()
     with torch.no_grad():
         middle = backbone.stem(torch.randn(1, 3, 224, 224))
@@ -75,7 +55,7 @@ def test_large_feature_map_is_refused_where_the_reference_has_none(name: str, la
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_every_builder_takes_weights_and_large_feature_map(name: str) -> None:
     """The method layer passes both to any backbone."""
-    parameters = inspect.signature(BACKBONES.get(name)).parameters
+    parameters = inspect.signature(BACKBONES.get(name).build).parameters
     assert parameters["weights"].default is None
     assert parameters["large_feature_map"].default is False
 

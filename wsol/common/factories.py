@@ -11,9 +11,12 @@ T = TypeVar("T")
 
 
 class Factories(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, discover: Callable[[], None] | None = None):
+        """discover: imports the modules that register here, run before every look-up, so
+        that a table fills itself and no list of its modules is kept anywhere."""
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._discover = discover
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorate(item: T) -> T:
@@ -25,9 +28,11 @@ class Factories(Generic[T]):
         return decorate
 
     def get(self, name: str) -> T:
-        if name not in self._items:
+        if name not in self._items and name not in self.names():
             raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         return self._items[name]
 
     def names(self) -> list[str]:
+        if self._discover is not None:
+            self._discover()
         return sorted(self._items)

@@ -11,7 +11,7 @@ queries.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from wsol.common import protocol
@@ -173,10 +173,15 @@ _PLACEHOLDERS = {
 
 @dataclass(frozen=True)
 class Key:
-    """A key, or a pattern whose <placeholders> stand for a name part, and its meaning."""
+    """A key, or a pattern whose <placeholders> stand for a name part, and its meaning: a text,
+    or a function that gives it when read, where it lists what the package registers."""
 
     name: str
-    meaning: str
+    about: str | Callable[[], str]
+
+    @property
+    def meaning(self) -> str:
+        return self.about if isinstance(self.about, str) else self.about()
 
     def matches(self, key: str) -> bool:
         pattern = re.escape(self.name)
@@ -201,8 +206,16 @@ class Record:
         return sorted(k for k in keys if not any(d.matches(k) for d in declared))
 
 
+def _method_meaning() -> str:
+    """The registered methods, found when asked: the registry imports torch, which the many
+    importers of this module do not need."""
+    from wsol.methods import method_order
+
+    return f"the method ({', '.join(method_order())})"
+
+
 _RUN_NAME = Key(RUN_NAME, "MLflow's run name")
-_PAIR_TAGS = (Key(METHOD, "the method (cam, minmaxcam, bgc, weightmap)"),
+_PAIR_TAGS = (Key(METHOD, _method_meaning),
               Key(BACKBONE, "the backbone (tiny, vgg16, resnet50, ...)"),
               Key(DATASET, "the experiment's dataset (synthetic, cub, ilsvrc, openimages)"))
 _COMPARE_TAGS = (Key(COMPARE_ID, "the `wsol compare` it belongs to"),

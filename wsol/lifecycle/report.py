@@ -31,10 +31,10 @@ from wsol.common import protocol
 from wsol.common import tracking_schema as schema
 from wsol.common.tracking_store import ensure_experiment
 from wsol.lifecycle import figures, report_compare, robustness, runs
+from wsol.methods import baseline_method, method_rank
 
 METRICS = protocol.SELECTION_METRICS
 SPLITS = (protocol.SELECTION_SPLIT, protocol.TEST_SPLIT)
-BASELINE = "cam"
 
 
 @dataclass
@@ -82,9 +82,8 @@ def collect(client: MlflowClient, experiments: list[str] | None,
             continue
         if runs.pair_of(run) in results:
             results[runs.pair_of(run)].evaluations.append(run)
-    order = {name: i for i, name in enumerate((BASELINE, "minmaxcam", "bgc", "weightmap"))}
     return sorted(results.values(), key=lambda r: (r.pair.dataset, r.pair.backbone,
-                                                   order.get(r.pair.method, 99), r.pair.method))
+                                                   *method_rank(r.pair.method)))
 
 
 def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
@@ -100,6 +99,7 @@ def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
             for split in SPLITS:
                 header += [f"{d} {metric} ({split})", f"{d} {metric} ({split}) vs CAM"]
     by_pair = {r.pair: r for r in results}
+    baseline_name = baseline_method()
     rows = []
     for method, backbone in dict.fromkeys((r.pair.method, r.pair.backbone) for r in results):
         row = [method, backbone]
@@ -107,13 +107,13 @@ def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
             result = by_pair.get(runs.Pair(d, method, backbone))
             row.append("" if result is None
                        else f"{len(result.finished)}/{len(result.trials)}")
-            baseline = by_pair.get(runs.Pair(d, BASELINE, backbone))
+            baseline = by_pair.get(runs.Pair(d, baseline_name, backbone))
             for metric in metrics[d]:
                 for split in SPLITS:
                     value = None if result is None else result.value(split, metric)
                     base = None if baseline is None else baseline.value(split, metric)
                     row.append(_number(value))
-                    row.append("" if value is None or base is None or method == BASELINE
+                    row.append("" if value is None or base is None or method == baseline_name
                                else f"{value - base:+.2f}")
         rows.append(row)
     return header, rows

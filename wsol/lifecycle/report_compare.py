@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 from wsol.common import tracking_schema as schema
 from wsol.lifecycle import runs
 from wsol.lifecycle.intervals import Interval, difference, spread
+from wsol.methods import baseline_method, method_rank
 
-BASELINE = "cam"
-METHOD_ORDER = (BASELINE, "minmaxcam", "bgc", "weightmap")
 # Trial params that are the search's candidates for post-hoc choices, not hyperparameters.
 NOT_HYPERPARAMETERS = {"pair", "normalisations", "ivr_percentiles", "pas_percentile"}
 
@@ -84,8 +83,7 @@ def seed_models(client: MlflowClient, ids: list[str], compare_id: str) -> list[S
 
 
 def _order(pair: runs.Pair, seed: int = 0) -> tuple:
-    rank = METHOD_ORDER.index(pair.method) if pair.method in METHOD_ORDER else 99
-    return (pair.dataset, pair.backbone, rank, pair.method, seed)
+    return (pair.dataset, pair.backbone, *method_rank(pair.method), seed)
 
 
 def _fmt(value: float | None) -> str:
@@ -115,10 +113,11 @@ def verdict_table(models: list[SeedModel], metrics: tuple[str, ...]
     by_pair: dict[runs.Pair, list[SeedModel]] = defaultdict(list)
     for model in models:
         by_pair[model.pair].append(model)
+    baseline_name = baseline_method()
     rows = []
     for pair in sorted(by_pair, key=_order):
         members = by_pair[pair]
-        baseline = by_pair.get(runs.Pair(pair.dataset, BASELINE, pair.backbone), [])
+        baseline = by_pair.get(runs.Pair(pair.dataset, baseline_name, pair.backbone), [])
         for metric in metrics:
             per_seed = {m.seed: m.test(metric) for m in members if m.test(metric) is not None}
             if not per_seed:
@@ -129,8 +128,8 @@ def verdict_table(models: list[SeedModel], metrics: tuple[str, ...]
                    ", ".join(f"{seed}: {value:.2f}" for seed, value in sorted(per_seed.items())),
                    _mean_std(list(per_seed.values())), _mean_std(train)]
             base = {m.seed: m.test(metric) for m in baseline if m.test(metric) is not None}
-            interval = None if pair.method == BASELINE else difference(per_seed, base)
-            if pair.method == BASELINE:
+            interval = None if pair.method == baseline_name else difference(per_seed, base)
+            if pair.method == baseline_name:
                 row += ["", "", "", "baseline"]
             elif interval is None:
                 row += ["", "", "", "no CAM"]

@@ -7,7 +7,9 @@ evaluation on train-fullsup, checkpoints and reporting.
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -27,6 +29,11 @@ class NonFiniteLossError(RuntimeError):
 
 class Method:
     name: ClassVar[str]
+    # Where the method comes in reports and in an experiment's default methods, ascending (the
+    # papers' methods take 10-40); one that sets none comes after them.
+    order: ClassVar[int] = 100
+    # Whether every other method is compared with this one at equal budget: CAM, and no other.
+    baseline: ClassVar[bool] = False
     # Method-specific hyperparameters with the authors' defaults; the search spaces use these names.
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -145,7 +152,37 @@ class Method:
             self.scaler.load_state_dict(state["scaler"])
 
 
-METHODS: Factories[type[Method]] = Factories("method")
+def _import_method_modules() -> None:
+    """Import every module of this package (each registers its method), so that a new method
+    is its module and its search space, with no list of methods to extend. Imported modules
+    are not imported again; a folder added to the package's __path__ is searched too."""
+    package = importlib.import_module(__name__.rpartition(".")[0])
+    for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)
+
+
+METHODS: Factories[type[Method]] = Factories("method", _import_method_modules)
+
+
+def method_order() -> list[str]:
+    """The registered methods in their `order` (then by name): the rows of a report, the
+    default methods of an experiment."""
+    return sorted(METHODS.names(), key=lambda name: (METHODS.get(name).order, name))
+
+
+def method_rank(name: str) -> tuple[int, str]:
+    """A report's sort key for a method: registered ones in `method_order`, then names that
+    no registered method has (runs of a method this installation lacks), alphabetically."""
+    order = method_order()
+    return (order.index(name) if name in order else len(order), name)
+
+
+def baseline_method() -> str:
+    """The method every other is compared with."""
+    found = [name for name in METHODS.names() if METHODS.get(name).baseline]
+    if len(found) != 1:
+        raise RuntimeError(f"one registered method must be the baseline, found {found}")
+    return found[0]
 
 
 def build_method(config: TrialConfig, num_classes: int, device: torch.device) -> Method:

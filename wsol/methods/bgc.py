@@ -84,6 +84,7 @@ def norm_loss(norm_hat: torch.Tensor, similarity: torch.Tensor, cos_all: torch.T
 @METHODS.register("bgc")
 class BGC(Method):
     name = "bgc"
+    order = 30
     # One coherent setting: CUB-200-2011 on VGG16, the paper's Sec. 5.4 "Sensitivity to
     # Hyperparameters" (lambda_sim 0.5, lambda_norm 0.15, lambda_drop 3; tau_fg / tau_bg 0.6 /
     # 0.1; gamma / p 0.8 / 0.5). CUB is fine-grained, so L_norm uses the any-class regions

@@ -11,6 +11,8 @@ from wsol.methods.base import METHODS, Method
 @METHODS.register("cam")
 class CAM(Method):
     name = "cam"
+    order = 10
+    baseline = True
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
                     epoch: int) -> dict[str, float]:

@@ -103,6 +103,7 @@ def class_set_sampler(method: Method, labels: Sequence[int], seed: int) -> Class
 @METHODS.register("minmaxcam")
 class MinMaxCAM(Method):
     name = "minmaxcam"
+    order = 20
     defaults: ClassVar[dict[str, Any]] = {
         "lambda1": 1.0, "lambda2": 1.0, "set_size": 5, "classes_per_batch": 12,
         # Stage II's rate relative to the classifier's; the authors use the same rate (one

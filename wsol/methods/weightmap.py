@@ -15,7 +15,7 @@ CAM methods' stride-1 layer4), and every parameter of f trains at the trial's si
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -28,23 +28,17 @@ from torch.utils.data import Sampler
 
 from wsol.methods.base import METHODS, Method
 from wsol.methods.minmaxcam import class_set_sampler
-from wsol.models.backbones import Backbone, load_torchvision
+from wsol.models.backbones import RESNETS, Backbone, load_torchvision
 from wsol.models.classifier import CAMClassifier
 from wsol.models.generator import UNetGenerator
 
-# The paper's f: ResNet18 on fine-grained data, ResNet50 on Tiny-ImageNet (Sec. 4).
-PLAIN_RESNETS: dict[str, tuple[Callable[..., nn.Module], type[tvm.WeightsEnum]]] = {
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
-}
-
 
 def plain_resnet(name: str, weights: str | None) -> Backbone:
-    """torchvision's ResNet unchanged (stride 32), cut as stem = up to layer3, head = layer4.
+    """torchvision's ResNet unchanged (stride 32), cut as stem = up to layer3, head = layer4:
+    the paper's f, ResNet18 on fine-grained data and ResNet50 on Tiny-ImageNet (Sec. 4).
 
     No layer is "new": f has one learning rate, so the split matters to nothing here."""
-    builder, enum = PLAIN_RESNETS[name]
-    net = load_torchvision(builder, enum, weights)
+    net: tvm.ResNet = load_torchvision(RESNETS[name], weights)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2,
                          net.layer3)
     return Backbone(stem, net.layer4, net.fc.in_features, [])
@@ -103,6 +97,7 @@ def _triplet_indices(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 @METHODS.register("weightmap")
 class WeightMap(Method):
     name = "weightmap"
+    order = 40
     defaults: ClassVar[dict[str, Any]] = {
         "lambda": 1.0, "classifier_epochs": 5, "generator_encoder": "resnet18",
         # The paper's rate for g (Sec. 4): SGD from an ImageNet-pretrained encoder, batch 128,
@@ -146,7 +141,7 @@ class WeightMap(Method):
         `large_feature_map` does not apply). Other backbones (the tiny CPU one, VGG16-GAP) have
         no plain form in the paper and are built as for every method."""
         c = self.config
-        if c.backbone in PLAIN_RESNETS:
+        if c.backbone in RESNETS:
             return CAMClassifier(plain_resnet(c.backbone, c.weights), self.num_classes)
         return self.build_classifier()
 

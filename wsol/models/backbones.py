@@ -11,16 +11,20 @@ Sources, cited per builder:
 - BGC: Kim et al., CVPR 2022, Sec. 5.1 "Implementation Details" (dropout positions).
 
 Every builder takes (weights, large_feature_map). `weights` is None (random init), "imagenet"
-(the torchvision IMAGENET1K_V1 entry of IMAGENET_WEIGHTS) or a path to a local state dict with
-torchvision's parameter names. large_feature_map is accepted only where the reference code has
-it; elsewhere True is refused with a ValueError naming the backbone.
+(the torchvision IMAGENET1K_V1 checkpoint of its PRETRAINED entry) or a path to a local state
+dict with torchvision's parameter names. large_feature_map is accepted only where the reference
+code has it; elsewhere True is refused with a ValueError naming the backbone. Each registration
+states the feature maps its builder gives, which the tests check for every registered backbone.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,19 +34,38 @@ from torchvision.models import inception
 
 from wsol.common.factories import Factories
 
-BACKBONES: Factories[Callable[..., Backbone]] = Factories("backbone")
 
-# What `weights: imagenet` loads. The reference and the papers start from the original
+@dataclass(frozen=True)
+class Pretrained:
+    """A torchvision network and its ImageNet checkpoint: what `weights: imagenet` loads."""
+
+    # Builds the network (weights=None) whose state dicts the checkpoint and local weights
+    # files are.
+    network: Callable[..., nn.Module]
+    imagenet: tvm.WeightsEnum
+
+
+# torchvision's ResNets: the CAM backbones here, the weight map's plain f and its generator's
+# encoder (wsol.methods.weightmap, wsol.models.generator) are all built from this one table.
+RESNETS: dict[str, Pretrained] = {
+    "resnet18": Pretrained(tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet50": Pretrained(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
+}
+
+# Per backbone, what it starts from. The reference and the papers start from the original
 # ImageNet-1K weights (wsolevaluation downloads vgg16-397923af, resnet50-19c8e357 and
 # inception_v3_google-1a9a5a14; MinMaxCAM loads mobilenet_v2-b0353104), which torchvision lists
 # as IMAGENET1K_V1. Its DEFAULT is IMAGENET1K_V2 for ResNet50 and MobileNetV2: a newer
 # training recipe that no paper here used.
-IMAGENET_WEIGHTS: dict[str, tvm.WeightsEnum] = {
-    "vgg16": tvm.VGG16_Weights.IMAGENET1K_V1,
-    "resnet50": tvm.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet18": tvm.ResNet18_Weights.IMAGENET1K_V1,
-    "mobilenet_v2": tvm.MobileNet_V2_Weights.IMAGENET1K_V1,
-    "inception_v3": tvm.Inception_V3_Weights.IMAGENET1K_V1,
+PRETRAINED: dict[str, Pretrained] = {
+    "vgg16": Pretrained(tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1),
+    **RESNETS,
+    "mobilenet_v2": Pretrained(tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
+    # The backbone is built from torchvision's blocks (_inception_layers); the checkpoint is this
+    # network's, auxiliary head included (no init: loaded values replace it).
+    "inception_v3": Pretrained(
+        functools.partial(tvm.inception_v3, aux_logits=True, init_weights=False),
+        tvm.Inception_V3_Weights.IMAGENET1K_V1),
 }
 
 
@@ -114,20 +137,60 @@ def load_weights(
     model.load_state_dict(given, strict=False)
 
 
-def load_torchvision(
-    builder: Callable[..., nn.Module], enum: type[tvm.WeightsEnum] | tvm.WeightsEnum,
-    weights: str | None, unused: tuple[str, ...] = (), **kwargs: object,
-) -> nn.Module:
-    """torchvision's network with random, ImageNet ('imagenet') or local-file weights.
-
-    enum: a weights member, or a weights class whose IMAGENET1K_V1 member is meant (the weights
-    the papers start from, see IMAGENET_WEIGHTS).
-    """
-    model = builder(weights=None, **kwargs)
+def load_torchvision(pretrained: Pretrained, weights: str | None,
+                     unused: tuple[str, ...] = ()) -> nn.Module:
+    """torchvision's network with random, ImageNet ('imagenet') or local-file weights."""
+    model = pretrained.network(weights=None)
     if weights is not None:
-        member = enum if isinstance(enum, tvm.WeightsEnum) else enum.IMAGENET1K_V1
-        load_weights(model, weights, member, unused=unused)
+        load_weights(model, weights, pretrained.imagenet, unused=unused)
     return model
+
+
+# Registration -------------------------------------------------------------------------------
+
+
+class FeatureMaps(NamedTuple):
+    """(channels, side) at a 224 x 224 input of the stem's output, where BGC's attentive
+    dropout acts, and of the feature map."""
+
+    stem: tuple[int, int]
+    features: tuple[int, int]
+
+
+Builder = Callable[..., Backbone]
+
+
+def _adds_nothing(backbone: Backbone) -> list[nn.Module]:
+    return []
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A backbone's builder and what it must give, stated where it is registered so that the
+    tests check every registered backbone without tables of their own."""
+
+    build: Builder
+    # Without large_feature_map, and with it (None: the builder refuses it).
+    feature_maps: FeatureMaps
+    large_feature_maps: FeatureMaps | None
+    # The layers it adds to its PRETRAINED network: its checkpoints lack them, so they keep
+    # their initialisation when weights load.
+    added: Callable[[Backbone], list[nn.Module]] = _adds_nothing
+
+
+BACKBONES: Factories[Registered] = Factories("backbone")
+
+
+def register(name: str, feature_maps: FeatureMaps, large_feature_maps: FeatureMaps | None,
+             added: Callable[[Backbone], list[nn.Module]] = _adds_nothing
+             ) -> Callable[[Builder], Builder]:
+    """Register a builder under `name` with the feature maps it gives (see Registered)."""
+
+    def decorate(build: Builder) -> Builder:
+        BACKBONES.register(name)(Registered(build, feature_maps, large_feature_maps, added))
+        return build
+
+    return decorate
 
 
 # Shared pieces ------------------------------------------------------------------------------
@@ -172,7 +235,10 @@ def _no_large_feature_map(name: str, large_feature_map: bool, why: str) -> None:
 # VGG16 --------------------------------------------------------------------------------------
 
 
-@BACKBONES.register("vgg16")
+# wsolevaluation wsol/vgg.py, configs_dict["cam"]: "14x14" (pool1-4, no pool5) and "28x28"
+# (no pool4 either); the stem ends at conv4_3, before pool4 (BGC Sec. 5.1).
+@register("vgg16", FeatureMaps((512, 28), (1024, 14)), FeatureMaps((512, 28), (1024, 28)),
+          added=lambda backbone: [list(backbone.head.children())[-1]])
 def vgg16(weights: str | None = None, large_feature_map: bool = False) -> Backbone:
     """VGG16-GAP as wsolevaluation wsol/vgg.py (VggCam, configs 'cam'): the conv layers without
     pool5, then conv6 (3x3, 1024, 'he' init) + ReLU: 14x14 at 224. large_feature_map drops
@@ -182,8 +248,7 @@ def vgg16(weights: str | None = None, large_feature_map: bool = False) -> Backbo
     large_feature_map, at the same depth (after conv4_3). New layer: conv6 (wsolevaluation
     main.py trains all but 'features.' at the larger rate).
     """
-    features = load_torchvision(tvm.vgg16, IMAGENET_WEIGHTS["vgg16"], weights,
-                                unused=("classifier.",)).features
+    features = load_torchvision(PRETRAINED["vgg16"], weights, unused=("classifier.",)).features
     # torchvision's features: 23 is pool4, 30 is pool5.
     extra = _extra_conv(512, init="he")
     head = features[24:30] if large_feature_map else features[23:30]
@@ -193,8 +258,7 @@ def vgg16(weights: str | None = None, large_feature_map: bool = False) -> Backbo
 # ResNet -------------------------------------------------------------------------------------
 
 
-def _resnet(name: str, builder: Callable[..., nn.Module], weights: str | None,
-            large_feature_map: bool) -> Backbone:
+def _resnet(name: str, weights: str | None, large_feature_map: bool) -> Backbone:
     """wsolevaluation wsol/resnet.py (ResNetCam): layer4 at stride 1 (14x14 at 224); with
     large_feature_map layer3 too (28x28), the setting BGC (Sec. 5.1: "the stride of the third
     layer to 1") and MinMaxCAM's code (resnet50_cvpr) use.
@@ -202,7 +266,7 @@ def _resnet(name: str, builder: Callable[..., nn.Module], weights: str | None,
     Dropout point: after the first block of layer4 (BGC Sec. 5.1). New layers: layer4
     (wsolevaluation main.py trains 'layer4.' and 'fc.' at the larger rate).
     """
-    net = load_torchvision(builder, IMAGENET_WEIGHTS[name], weights, unused=("fc.",))
+    net: tvm.ResNet = load_torchvision(RESNETS[name], weights, unused=("fc.",))
     if weights is None:
         _reference_init(net, "xavier")  # ResNetCam's init
     _unstride(net.layer4[0])
@@ -213,24 +277,29 @@ def _resnet(name: str, builder: Callable[..., nn.Module], weights: str | None,
     return Backbone(stem, net.layer4[1:], net.fc.in_features, [net.layer4])
 
 
-@BACKBONES.register("resnet50")
+# wsolevaluation wsol/resnet.py ResNetCam: layer4 at stride 1 -> 14; with large_feature_map
+# layer3 too -> 28. The stem ends at layer4[0] (BGC Sec. 5.1).
+@register("resnet50", FeatureMaps((2048, 14), (2048, 14)), FeatureMaps((2048, 28), (2048, 28)))
 def resnet50(weights: str | None = None, large_feature_map: bool = False) -> Backbone:
     """ResNet50 CAM (wsolevaluation wsol/resnet.py): 14x14 at 224, 28x28 with large_feature_map."""
-    return _resnet("resnet50", tvm.resnet50, weights, large_feature_map)
+    return _resnet("resnet50", weights, large_feature_map)
 
 
-@BACKBONES.register("resnet18")
+# No reference: ResNet50's recipe, so the same sides.
+@register("resnet18", FeatureMaps((512, 14), (512, 14)), FeatureMaps((512, 28), (512, 28)))
 def resnet18(weights: str | None = None, large_feature_map: bool = False) -> Backbone:
     """ResNet18 on ResNet50's recipe. No WSOL reference builds a ResNet18 CAM backbone
     (wsolevaluation's ResNetCam takes any block but exports resnet50 only); the weight-map
     method's plain stride-32 f is built in wsol.methods.weightmap, not here."""
-    return _resnet("resnet18", tvm.resnet18, weights, large_feature_map)
+    return _resnet("resnet18", weights, large_feature_map)
 
 
 # MobileNetV2 --------------------------------------------------------------------------------
 
 
-@BACKBONES.register("mobilenet_v2")
+# shadowwkl/MinMaxCAM network_general.py MobileNetV2: strides 1,2,2,1,1,1,1 after the stride-2
+# first conv -> stride 8 -> 28. The stem is blocks 0-13 (96 channels).
+@register("mobilenet_v2", FeatureMaps((96, 28), (1280, 28)), None)
 def mobilenet_v2(weights: str | None = None, large_feature_map: bool = False) -> Backbone:
     """MinMaxCAM's MobileNetV2 (shadowwkl/MinMaxCAM network_general.py, MobileNetV2: strides
     1,2,2,1,1,1,1 for the seven stages): the 64-channel stage (features[7]) and the 160-channel
@@ -243,7 +312,7 @@ def mobilenet_v2(weights: str | None = None, large_feature_map: bool = False) ->
     """
     _no_large_feature_map("mobilenet_v2", large_feature_map,
                           "in the reference code (MinMaxCAM's single layout is 28x28 already)")
-    features = load_torchvision(tvm.mobilenet_v2, IMAGENET_WEIGHTS["mobilenet_v2"], weights,
+    features = load_torchvision(PRETRAINED["mobilenet_v2"], weights,
                                 unused=("classifier.",)).features
     _unstride(features[7])
     _unstride(features[14])
@@ -314,7 +383,12 @@ def _inception_layers(large_feature_map: bool) -> nn.Sequential:
     ]))
 
 
-@BACKBONES.register("inception_v3")
+# wsolevaluation wsol/inception.py InceptionCam: 224 -> 112 (padded 1a) -> 110 -> 56 (ceil
+# pool) -> 54 -> 28 (ceil pool) -> Mixed_5* 28 -> extra ceil pool 14 (skipped with
+# large_feature_map) -> Mixed_6a at stride 1 -> 14 (or 28).
+@register("inception_v3", FeatureMaps((288, 28), (1024, 14)), FeatureMaps((288, 28), (1024, 28)),
+          added=lambda backbone: [backbone.head.get_submodule("SPG_A3_1b"),
+                                  backbone.head.get_submodule("SPG_A3_2b")])
 def inception_v3(weights: str | None = None, large_feature_map: bool = False) -> Backbone:
     """InceptionV3 CAM as wsolevaluation wsol/inception.py (InceptionCam): torchvision's layers
     up to Mixed_6e with a padded first conv, ceil-mode pools, Mixed_6a at stride 1 behind an
@@ -330,7 +404,7 @@ def inception_v3(weights: str | None = None, large_feature_map: bool = False) ->
     layers = _inception_layers(large_feature_map)
     _reference_init(layers, "xavier")  # InceptionCam's init; loaded weights overwrite it
     if weights is not None:
-        load_weights(layers, weights, IMAGENET_WEIGHTS["inception_v3"],
+        load_weights(layers, weights, PRETRAINED["inception_v3"].imagenet,
                      unused=INCEPTION_UNUSED, new=INCEPTION_NEW_LAYERS)
     split = list(layers._modules).index("maxpool3")
     return Backbone(layers[:split], layers[split:], 1024,
@@ -348,7 +422,8 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
     )
 
 
-@BACKBONES.register("tiny")
+# Ours: stride 4 -> 56.
+@register("tiny", FeatureMaps((128, 56), (128, 56)), None)
 def tiny(weights: str | None = None, large_feature_map: bool = False, width: int = 32) -> Backbone:
     """Four conv layers at stride 4: trains in minutes on 2 CPU cores (demo and tests).
 
@@ -373,4 +448,5 @@ def tiny(weights: str | None = None, large_feature_map: bool = False, width: int
 
 def build_backbone(name: str, weights: str | None = None, large_feature_map: bool = False,
                    **kwargs: object) -> Backbone:
-    return BACKBONES.get(name)(weights=weights, large_feature_map=large_feature_map, **kwargs)
+    return BACKBONES.get(name).build(weights=weights, large_feature_map=large_feature_map,
+                                     **kwargs)

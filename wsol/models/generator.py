@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 
-from wsol.models.backbones import conv_bn_relu, load_torchvision
+from wsol.models.backbones import RESNETS, conv_bn_relu, load_torchvision
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -20,12 +20,13 @@ def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def _out_channels(stage: nn.Module) -> int:
+    """What a ResNet stage gives: the channels of its last BatchNorm (after its last conv)."""
+    return [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
 def _resnet_stages(name: str, weights: str | None) -> tuple[list[nn.Module], list[int]]:
-    builder, enum, channels = {
-        "resnet18": (tvm.resnet18, tvm.ResNet18_Weights, [64, 64, 128, 256, 512]),
-        "resnet50": (tvm.resnet50, tvm.ResNet50_Weights, [64, 256, 512, 1024, 2048]),
-    }[name]
-    net = load_torchvision(builder, enum, weights)
+    net: tvm.ResNet = load_torchvision(RESNETS[name], weights)
     stages = [
         nn.Sequential(net.conv1, net.bn1, net.relu),
         nn.Sequential(net.maxpool, net.layer1),
@@ -33,7 +34,7 @@ def _resnet_stages(name: str, weights: str | None) -> tuple[list[nn.Module], lis
         net.layer3,
         net.layer4,
     ]
-    return stages, channels
+    return stages, [_out_channels(stage) for stage in stages]
 
 
 def _tiny_stages(width: int = 8) -> tuple[list[nn.Module], list[int]]:
@@ -42,7 +43,7 @@ def _tiny_stages(width: int = 8) -> tuple[list[nn.Module], list[int]]:
     return [conv_bn_relu(i, o, stride=2) for i, o in zip(inputs, channels, strict=True)], channels
 
 
-ENCODERS = ("resnet18", "resnet50", "tiny")
+ENCODERS = (*RESNETS, "tiny")
 
 
 class UNetGenerator(nn.Module):

@@ -10,13 +10,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-import wsol.methods  # registers the methods
-import wsol.models.backbones  # noqa: F401  (registers the backbones)
 from wsol.common.factories import Factories
 from wsol.common.paths import expand, project_file
 from wsol.common.typed_config import STRICT, ConfigError, build, check_value, read_mapping
 from wsol.data.synthetic import PRESETS
-from wsol.methods.base import METHODS
+from wsol.methods.base import METHODS, method_order
 from wsol.models.backbones import BACKBONES
 from wsol.search.pairs import pair_name
 from wsol.trial.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
@@ -73,7 +71,8 @@ class Experiment:
     # Generate the synthetic benchmark with this preset when data_root does not exist yet
     # (and warn when the existing one was written with other knobs or an older generator).
     synthetic_preset: str | None = "demo"
-    methods: Names = field(default_factory=lambda: ["cam", "minmaxcam", "bgc", "weightmap"])
+    # Default: every registered method, in report order.
+    methods: Names = field(default_factory=method_order)
     backbones: Names = field(default_factory=lambda: ["tiny"])
     trials_per_pair: Annotated[int, Field(ge=1)] = 4
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
