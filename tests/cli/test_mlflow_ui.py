@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from servers import mlflow_server
 from small_search import small_experiment
 
+pytestmark = pytest.mark.e2e  # starts a search.py search (Ray), `mlflow server` and Chromium
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") \
     or shutil.which("google-chrome")

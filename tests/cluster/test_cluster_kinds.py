@@ -157,6 +157,7 @@ def fake_gpu_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.e2e
 def test_the_autoscaler_launches_gpu_nodes_for_trials_and_removes_them(
         tiny_synth: Path, tmp_path: Path, fake_gpu_cluster: tuple[str, dict[str, Any]]) -> None:
     address, config = fake_gpu_cluster
@@ -302,6 +303,7 @@ def test_slurm_script_outside_the_project_says_what_to_set(tmp_path: Path) -> No
     assert job.returncode == 2 and "set WSOL_HOME" in job.stderr
 
 
+@pytest.mark.e2e
 def test_slurm_script_runs_a_search_across_its_nodes(tiny_synth: Path, tmp_path: Path) -> None:
     """sbatch's view: the script runs as a spool copy, from another folder, with the job's
     SLURM_* variables; srun starts each Ray node "on" its node (here, in one network namespace

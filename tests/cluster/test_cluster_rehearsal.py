@@ -23,6 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from servers import BUCKET, aws_env, bucket_objects, mlflow_server, ray_nodes, s3_server
 
+pytestmark = pytest.mark.e2e  # starts moto's S3, `mlflow server` and `ray start` nodes
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

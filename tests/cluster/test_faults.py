@@ -38,6 +38,7 @@ from servers import (
 
 from wsol.common import tracking_schema as schema
 
+pytestmark = pytest.mark.e2e  # starts `ray start` nodes, `mlflow server`, moto's S3 and searches
 REPO = Path(__file__).resolve().parents[2]
 EPOCH = schema.per_epoch("epoch")
 # Ray declares a node dead after its health checks fail: seconds here instead of ~30.

@@ -31,6 +31,7 @@ from wsol.lifecycle.promote import rank
 from wsol.search.experiment import experiment_from_dict
 from wsol.search.runner import run_search
 
+pytestmark = pytest.mark.e2e  # starts moto's S3, `mlflow server` and a two-node Ray
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from servers import mlflow_server
 from small_search import small_experiment
 
+pytestmark = pytest.mark.e2e  # starts `mlflow server` (basic-auth) and a search.py search
 REPO = Path(__file__).resolve().parents[2]
 ADMIN, PASSWORD = "admin", "wsol-team-password-4e1b7c"
 

@@ -100,6 +100,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> li
     return found
 
 
+@pytest.mark.e2e
 def test_every_key_in_the_store_is_declared(store: dict[str, Any]) -> None:
     client: MlflowClient = store["client"]
     undeclared = []
@@ -130,6 +131,7 @@ def _examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+@pytest.mark.e2e
 def test_the_documented_queries_find_what_they_say(store: dict[str, Any]) -> None:
     client: MlflowClient = store["client"]
     namespace: dict[str, Any] = {"tracking_uri": store["uri"],

@@ -45,6 +45,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.e2e
 def test_compare_searches_promotes_evaluates_once_and_reports(
         tiny_synth: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)  # the SQLite store puts artifacts under ./mlruns/artifacts
