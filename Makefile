@@ -22,6 +22,7 @@ baselines: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	tests/loopback_only.sh $(PY) -m pytest
 
 bench: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import numpy as np
 
@@ -63,6 +64,15 @@ def test_defaults_are_the_protocols() -> None:
     # The shared space takes them from the protocol instead of writing them out again.
     fixed = read_yaml(BASE.read_text()).get("fixed") or {}
     assert not {"normalisations", "ivr_percentiles", "pas_percentile"} & set(fixed)
+
+
+def test_the_literal_types_name_the_protocols_values() -> None:
+    """A Literal type spells its values out (the type checker takes no names there): the
+    protocol's types and the config's fields allow exactly the protocol's names."""
+    assert get_args(protocol.SelectionMetric) == protocol.SELECTION_METRICS
+    assert get_args(protocol.Normalisation) == protocol.NORMALISATIONS
+    hints = get_type_hints(TrialConfig)
+    assert get_args(hints["selection_metric"]) == (protocol.AUTO, *protocol.SELECTION_METRICS)
 
 
 def test_the_selection_split_is_never_test() -> None:

@@ -28,7 +28,8 @@ def score_maps(args: argparse.Namespace) -> int:
     metrics = score_saved_maps(
         args.scoremaps, split, args.data_root, args.mask_root, args.curve_interval
     )
-    metrics["split"] = args.split  # type: ignore[assignment]
-    print_values(metrics)
-    write_json(args.json, metrics)
+    values: dict[str, object] = dict(metrics)
+    values["split"] = args.split
+    print_values(values)
+    write_json(args.json, values)
     return 0

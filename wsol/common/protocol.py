@@ -9,6 +9,8 @@ from wsol, so every part of the package can import it.
 
 from __future__ import annotations
 
+from typing import Final, Literal, get_args
+
 # The three splits, as metadata folders (the reference layout's names) -> the protocol's names.
 TRAIN_WEAKSUP, TRAIN_FULLSUP, TEST = "train", "val", "test"
 SPLITS = {TRAIN_WEAKSUP: "train-weaksup", TRAIN_FULLSUP: "train-fullsup", TEST: "test"}
@@ -20,8 +22,8 @@ TEST_SPLIT = SPLITS[TEST]
 # over IOU_THRESHOLDS of BoxAccV2@<IoU>); mask metric: PxAP. In percent.
 IOU_THRESHOLDS = (30, 50, 70)
 MAX_BOX_ACC = "MaxBoxAcc"
-MAX_BOX_ACC_V2 = "MaxBoxAccV2"
-PXAP = "PxAP"
+MAX_BOX_ACC_V2: Final = "MaxBoxAccV2"
+PXAP: Final = "PxAP"
 BOX_ACC_V2_AT = tuple(f"BoxAccV2@{iou}" for iou in IOU_THRESHOLDS)
 # Localization with the classifier's answer, at the selected threshold (IoU 0.5).
 LOCALIZATION = ("top1_loc", "top5_loc", "gt_known_loc")
@@ -31,13 +33,16 @@ METRICS = (*BOX_METRICS, PXAP, *LOCALIZATION)
 THRESHOLDED = (MAX_BOX_ACC, *BOX_ACC_V2_AT, PXAP)
 
 # The main metric of box and of mask ground truth; what selects a checkpoint ("auto": the
-# first the selection split has ground truth for).
-SELECTION_METRICS = (MAX_BOX_ACC_V2, PXAP)
-AUTO = "auto"
+# first the selection split has ground truth for). The type, for the config, spells the names
+# out (a Literal takes no names); tests/common/test_protocol.py holds the two equal.
+SelectionMetric = Literal["MaxBoxAccV2", "PxAP"]
+SELECTION_METRICS: tuple[SelectionMetric, ...] = (MAX_BOX_ACC_V2, PXAP)
+AUTO: Final = "auto"
 
 # Score-map normalisations, chosen per checkpoint on the selection split; pas and ivr take a
 # percentile (IVR's among the candidates, PAS's fixed).
-NORMALISATIONS = ("minmax", "max", "pas", "ivr")
+Normalisation = Literal["minmax", "max", "pas", "ivr"]
+NORMALISATIONS: tuple[Normalisation, ...] = get_args(Normalisation)
 NEEDS_PERCENTILE = ("pas", "ivr")
 DEFAULT_IVR_PERCENTILES = (5.0, 10.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 60.0, 70.0)
 DEFAULT_PAS_PERCENTILE = 90.0

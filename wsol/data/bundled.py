@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import sys
 import tempfile
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 PACKAGE_FOLDER = "benchmark_metadata"
 # CLI / API name -> folder name of the reference layout.

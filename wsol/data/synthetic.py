@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,7 +81,7 @@ def _class_style(c: int) -> dict[str, float]:
 
 
 def _hue_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
-    hsv = np.uint8([[[int(hue * 179), int(saturation * 255), int(value * 255)]]])
+    hsv = np.array([[[int(hue * 179), int(saturation * 255), int(value * 255)]]], dtype=np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
@@ -264,7 +265,7 @@ def config_with_overrides(preset: str, overrides: dict[str, str]) -> SynthConfig
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     base = PRESETS[preset]
     fields = {f.name: f for f in dataclasses.fields(SynthConfig)}
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # each of its field's type, checked by the conversion below
     for key, raw in overrides.items():
         if key not in fields:
             raise ValueError(f"unknown synthetic knob {key!r}; knobs: {', '.join(fields)}")

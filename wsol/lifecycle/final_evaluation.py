@@ -37,8 +37,10 @@ def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str 
     """Test metrics of `best.pt` (a path, or its loaded state) with its stored choices; data
     roots may be re-pointed. With `pictures` (a directory), also the test curves and overlays
     of the first images."""
-    loaded = isinstance(checkpoint, dict)
-    state = checkpoint if loaded else load_checkpoint(checkpoint)
+    if isinstance(checkpoint, dict):
+        state, source = checkpoint, "checkpoint"
+    else:
+        state, source = load_checkpoint(checkpoint), str(checkpoint)
     values = dict(state["config"])
     if data_root is not None:
         values["data_root"] = data_root
@@ -46,7 +48,7 @@ def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str 
         values["metadata_root"] = metadata_root
     values["device"] = device
     values["weights"] = None  # the checkpoint holds every weight; no download needed
-    config = config_from_dict(values, "checkpoint" if loaded else str(checkpoint))
+    config = config_from_dict(values, source)
     selected = state["metrics"]
     normalisation = Normalisation(selected["normalisation"], selected["percentile"])
     torch_device = resolve_device(device)

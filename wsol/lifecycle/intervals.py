@@ -77,7 +77,7 @@ def difference(method: Mapping[int, float], baseline: Mapping[int, float]) -> In
         mean = statistics.fmean(diffs)
         if len(diffs) < 2:
             return Interval(mean, None, None, len(diffs), None, "n too small")
-        df = len(diffs) - 1
+        df: float = len(diffs) - 1
         q, source = t_quantile(df)
         half = q * statistics.stdev(diffs) / math.sqrt(len(diffs))
         return Interval(mean, mean - half, mean + half, len(diffs), df, "paired t", source)

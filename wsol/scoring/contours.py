@@ -320,7 +320,7 @@ def _outer_pass(
     all_contours: bool,
     largest: bool,
     *work: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Outer borders of ``u8 > t`` at each needed level t: 8-connected foreground
     components, pixels added from high to low value.
 
@@ -432,7 +432,7 @@ def _hole_pass(
     needed: np.ndarray,
     record: np.ndarray,
     *work: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hole borders of ``u8 > t`` at each needed level t: 4-connected background
     components, pixels added from low to high value; the one-pixel frame around the image
     is one component from the start, as OpenCV pads the image with zeros. Same work arrays
@@ -451,7 +451,7 @@ def _hole_pass(
     order, starts, parent, stats, roots = work
     h, w, pw, added, offsets = _grid(shape)
     frame = 0
-    track = record.any()
+    track = bool(record.any())
     for y in range(h + 2):
         parent[y * pw] = frame
         parent[y * pw + w + 1] = frame
@@ -502,8 +502,8 @@ def _hole_pass(
                 if n_holes == hole_area.size:
                     hole_area = np.concatenate((hole_area, np.empty_like(hole_area)))
                     hole_above = np.concatenate((hole_above, np.empty_like(hole_above)))
-                shape = stats[r, SHAPE]
-                area = _area2(shape) if _euler4(shape) == 4 else -1
+                hole_shape = stats[r, SHAPE]
+                area = _area2(hole_shape) if _euler4(hole_shape) == 4 else -1
                 hole_area[n_holes] = area
                 hole_above[n_holes] = stats[r, FIRST] - pw
                 n_holes += 1
@@ -572,8 +572,8 @@ def _outer_exact(
                 area_best, area_root, ties = area, r, 1
             elif area == area_best:
                 ties += 1
-        shape = stats[area_root, SHAPE]
-        if ties == 1 and (_area2(shape) > 0 or _euler4(shape) == 4):
+        area_shape = stats[area_root, SHAPE]
+        if ties == 1 and (_area2(area_shape) > 0 or _euler4(area_shape) == 4):
             largest_iou[t] = _outer_box_iou(stats, area_root, h, w, gt)
 
 
@@ -662,7 +662,7 @@ def _largest_contour_rect(u8: np.ndarray, level: int) -> tuple[int, int, int, in
         mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE, offset=(int(x0) - 1, int(y0) - 1)
     )[0]
     if len(contours) == 1:
-        return cv2.boundingRect(contours[0])
+        return _bounding_rect(contours[0])
     # cv2.contourArea of every contour at once: the shoelace sum over integer points is
     # exact in float64, as is OpenCV's, and argmax keeps the first maximal one as max() does
     lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
@@ -672,7 +672,13 @@ def _largest_contour_rect(u8: np.ndarray, level: int) -> tuple[int, int, int, in
     following[np.cumsum(lengths) - 1] = first
     cross = points[:, 0] * points[following, 1] - points[following, 0] * points[:, 1]
     areas = np.abs(np.add.reduceat(cross, first)) * 0.5
-    return cv2.boundingRect(contours[int(np.argmax(areas))])
+    return _bounding_rect(contours[int(np.argmax(areas))])
+
+
+def _bounding_rect(contour: np.ndarray) -> tuple[int, int, int, int]:
+    """`cv2.boundingRect` (x, y, w, h), which its stubs declare a Sequence[int]."""
+    x, y, w, h = cv2.boundingRect(contour)
+    return x, y, w, h
 
 
 def contour_curves(
@@ -725,11 +731,15 @@ def _largest_by_opencv(
 
 def all_contours_best_iou(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Best IoU over all contour boxes of ``u8 > t`` for each t in `levels` (MaxBoxAccV2)."""
-    return contour_curves(u8, gt_boxes, levels, largest=False)[0]
+    best = contour_curves(u8, gt_boxes, levels, largest=False)[0]
+    assert best is not None  # all_contours: always computed
+    return best
 
 
 def largest_contour_best_iou(
     u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray
 ) -> np.ndarray:
     """Best IoU of the largest contour's box for each t in `levels` (MaxBoxAcc)."""
-    return contour_curves(u8, gt_boxes, levels, all_contours=False)[1]
+    best = contour_curves(u8, gt_boxes, levels, all_contours=False)[1]
+    assert best is not None  # largest: always computed
+    return best

@@ -26,7 +26,6 @@ from wsol.common.typed_config import (
     read_yaml,
 )
 
-SELECTION_METRICS = (protocol.AUTO, *protocol.SELECTION_METRICS)
 __all__ = ["ConfigError", "OverrideError", "TrialConfig", "apply_overrides", "config_from_dict",
            "load_config", "parse_overrides", "read_yaml"]
 
@@ -65,11 +64,11 @@ class TrialConfig:
     eval_every: Positive = 1
     curve_interval: float = protocol.CURVE_INTERVALS[0]
     # "auto": MaxBoxAccV2 where train-fullsup has boxes, else PxAP.
-    selection_metric: Literal[SELECTION_METRICS] = protocol.AUTO
+    selection_metric: Literal["auto", protocol.SelectionMetric] = protocol.AUTO
     # "train_fullsup" (the protocol) or "label_free" (the method's own rule, e.g. the weight
     # map's S); either way train-fullsup metrics are recorded.
     selection: Literal["train_fullsup", "label_free"] = "train_fullsup"
-    normalisations: Annotated[list[Literal[protocol.NORMALISATIONS]], Field(min_length=1)] = \
+    normalisations: Annotated[list[protocol.Normalisation], Field(min_length=1)] = \
         field(default_factory=lambda: list(protocol.NORMALISATIONS))
     ivr_percentiles: Annotated[list[Percentile], Field(min_length=1)] = field(
         default_factory=lambda: list(protocol.DEFAULT_IVR_PERCENTILES))

@@ -150,7 +150,7 @@ def score_split(batches: Iterable[RawBatch], targets: Targets, normalisation: No
     if pxap is not None:
         precision_recall = pxap.result()
         metrics.update(mask_metrics(precision_recall))
-    if select:
+    if threshold is None:  # select
         threshold = metrics.get(protocol.threshold_key(protocol.MAX_BOX_ACC),
                                 metrics.get(protocol.threshold_key(protocol.PXAP), 0.5))
         if boxes is not None:

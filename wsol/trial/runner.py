@@ -185,6 +185,7 @@ class Trial:
             self._write_metrics(best, history)
             self.log(_progress_line(c, epoch, record))
             if evaluate and report is not None:
+                assert best is not None  # the evaluation above set it
                 report(Evaluation(epoch, {**record, "best_score": best["value"]}, is_best,
                                   self.out))
         if best is None:
