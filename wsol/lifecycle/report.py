@@ -18,6 +18,7 @@ import re
 import tempfile
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -180,6 +181,7 @@ def plot_threshold_curves(client: MlflowClient, results: list[PairResult], out: 
     for (dataset, backbone), members in groups.items():
         fig, ax = figures.plt.subplots(figsize=(6, 4))
         for result in members:
+            assert result.best is not None  # grouped above
             run_id = result.best.info.run_id
             if schema.CURVES_JSON not in {a.path for a in client.list_artifacts(run_id)}:
                 continue
@@ -249,7 +251,8 @@ def plot_studies(results: list[PairResult], out: Path) -> list[Path]:
         name = f"{result.pair.dataset}-{result.pair.method}-{result.pair.backbone}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            plots = {"history": optuna.visualization.matplotlib.plot_optimization_history}
+            plots: dict[str, Callable[[optuna.Study], Any]] = {
+                "history": optuna.visualization.matplotlib.plot_optimization_history}
             if study.best_trial.params:
                 plots["parallel"] = optuna.visualization.matplotlib.plot_parallel_coordinate
             for kind, plot in plots.items():

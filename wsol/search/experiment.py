@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field
 from pydantic.dataclasses import dataclass
@@ -27,7 +27,8 @@ DATASET_FAMILIES = {"cub": "fine_grained", "synthetic": "fine_grained", "ilsvrc"
 
 # Optuna samplers by name: TPE (multivariate), random search, Gaussian-process BO, CMA-ES,
 # quasi-Monte Carlo.
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
+Sampler = Literal["tpe", "random", "gp", "cmaes", "qmc"]
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 
 # What method_params may set besides a method's hyperparameters: its trials' settings.
 TRIAL_SETTINGS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "backbone",
@@ -82,7 +83,7 @@ class Experiment:
     # Optuna's sampler per pair, seeded (see SAMPLERS); random is the protocol's baseline.
     # The default is the replay benchmark's pick (docs/search-efficiency.md): with ASHA it
     # reached random search's final best in a median 0.31 of random's epochs.
-    sampler: Literal[SAMPLERS] = "gp"
+    sampler: Sampler = "gp"
     # Where the per-pair Optuna studies persist: None for a journal file beside the search's
     # local state (with an s3:// storage_path: mlruns/logs/<name>/optuna.journal under the
     # driver's working directory, on the driver's disk only, so --restore works only there),
