@@ -17,6 +17,7 @@ import enum
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -61,7 +62,7 @@ class ParentRun:
 
 def start_new(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str,
               experiment_dir: str, storage: optuna.storages.BaseStorage,
-              logged: dict) -> ParentRun:
+              logged: dict[str, Any]) -> ParentRun:
     """A new parent run (`logged`: the experiment as it records it) and its studies; the run
     ends FAILED if the studies cannot be made."""
     trial = experiment.trial_base()
