@@ -119,7 +119,7 @@ def verdict_table(models: list[SeedModel], metrics: tuple[str, ...]
         members = by_pair[pair]
         baseline = by_pair.get(runs.Pair(pair.dataset, baseline_name, pair.backbone), [])
         for metric in metrics:
-            per_seed = {m.seed: m.test(metric) for m in members if m.test(metric) is not None}
+            per_seed = {m.seed: v for m in members if (v := m.test(metric)) is not None}
             if not per_seed:
                 continue
             train = [v for m in members if (v := m.train_fullsup(metric)) is not None]
@@ -127,7 +127,7 @@ def verdict_table(models: list[SeedModel], metrics: tuple[str, ...]
                    str(len(per_seed)),
                    ", ".join(f"{seed}: {value:.2f}" for seed, value in sorted(per_seed.items())),
                    _mean_std(list(per_seed.values())), _mean_std(train)]
-            base = {m.seed: m.test(metric) for m in baseline if m.test(metric) is not None}
+            base = {m.seed: v for m in baseline if (v := m.test(metric)) is not None}
             interval = None if pair.method == baseline_name else difference(per_seed, base)
             if pair.method == baseline_name:
                 row += ["", "", "", "baseline"]

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Sampler
 
 from wsol.common.factories import Factories
+from wsol.data.sampler import ClassSetBatchSampler
 from wsol.models.backbones import build_backbone
 from wsol.models.classifier import CAMClassifier
 from wsol.trial.config import TrialConfig
@@ -36,6 +36,9 @@ class Method:
     baseline: ClassVar[bool] = False
     # Method-specific hyperparameters with the authors' defaults; the search spaces use these names.
     defaults: ClassVar[dict[str, Any]] = {}
+    # What build_model builds: a CAMClassifier unless a method overrides it (then it overrides
+    # the hooks below that use the classifier too, and declares its model's type).
+    model: nn.Module
 
     def __init__(self, config: TrialConfig, num_classes: int, device: torch.device):
         unknown = sorted(set(config.params) - set(self.defaults))
@@ -79,9 +82,10 @@ class Method:
         return self.build_classifier()
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        assert isinstance(self.model, CAMClassifier), "build_model overridden: override this too"
         return {"main": self.sgd(self.classifier_groups(self.model))}
 
-    def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]] | None:
+    def batch_sampler(self, labels: Sequence[int], seed: int) -> ClassSetBatchSampler | None:
         """None: plain shuffled batches of `batch_size`."""
         return None
 
@@ -93,6 +97,7 @@ class Method:
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw score maps (B, h, w) of the true class, and class logits (None if the method
         has no classifier). Called under torch.no_grad() in eval mode."""
+        assert isinstance(self.model, CAMClassifier), "build_model overridden: override this too"
         logits, features = self.model(images)
         return self.model.cams(features, labels), logits
 

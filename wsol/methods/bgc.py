@@ -16,6 +16,7 @@ from torch import nn
 
 from wsol.methods.base import METHODS, Method
 from wsol.methods.minmaxcam import minmax_per_map
+from wsol.models.classifier import CAMClassifier
 
 
 class AttentiveDropout(nn.Module):
@@ -94,8 +95,10 @@ class BGC(Method):
         "lambda_sim": 0.5, "lambda_norm": 0.15, "lambda_drop": 3.0, "tau_fg": 0.6,
         "tau_bg": 0.1, "gamma": 0.8, "p": 0.5, "warm": 20, "fine_grained": True,
     }
+    # The CAM classifier with an AttentiveDropout added as its submodule `dropout`.
+    model: CAMClassifier
 
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> CAMClassifier:
         if not self.hp["tau_bg"] < self.hp["tau_fg"]:
             raise ValueError(f"bgc needs tau_bg < tau_fg, got {self.hp['tau_bg']} and "
                              f"{self.hp['tau_fg']}")
@@ -108,7 +111,7 @@ class BGC(Method):
         hp, model = self.hp, self.model
         middle = model.backbone.stem(images)
         features = model.backbone.head(middle)
-        dropped = model.backbone.head(model.dropout(middle))
+        dropped = model.backbone.head(model.get_submodule("dropout")(middle))
         logits = model.fc(features.mean(dim=(2, 3)))
         losses = {"ce": F.cross_entropy(logits, labels),
                   "drop": (features - dropped).abs().mean()}

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Sampler
 
 from wsol.data.sampler import ClassSetBatchSampler
 from wsol.methods.base import METHODS, Method
@@ -112,6 +111,7 @@ class MinMaxCAM(Method):
         # the mean over channels it stays at 1 and is kept only as a searchable knob.
         "stage2_lr_scale": 1.0,
     }
+    model: CAMClassifier
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -120,7 +120,7 @@ class MinMaxCAM(Method):
                                     momentum=c.momentum, weight_decay=c.weight_decay)
         return {"main": self.sgd(self.classifier_groups(self.model)), "stage2": stage_two}
 
-    def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]]:
+    def batch_sampler(self, labels: Sequence[int], seed: int) -> ClassSetBatchSampler:
         return class_set_sampler(self, labels, seed)
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor,

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
-from torch.utils.data import Sampler
 
+from wsol.data.sampler import ClassSetBatchSampler
 from wsol.methods.base import METHODS, Method
 from wsol.methods.minmaxcam import class_set_sampler
 from wsol.models.backbones import RESNETS, Backbone, load_torchvision
@@ -71,10 +71,11 @@ class WeightMapModel(nn.Module):
         self.f = classifier
         self.g = generator
         # Method II: f is the backbone plus a linear embedding (512 -> 200 in the paper).
-        self.embed = (nn.Linear(classifier.backbone.out_channels, embedding_dim)
-                      if embedding_dim else None)
+        self.embed: nn.Linear | None = (
+            nn.Linear(classifier.backbone.out_channels, embedding_dim) if embedding_dim else None)
 
     def embedding(self, images: torch.Tensor) -> torch.Tensor:
+        assert self.embed is not None, "variant I has no embedding"
         return self.embed(self.f.backbone(images).mean(dim=(2, 3)))
 
 
@@ -91,7 +92,9 @@ def _triplet_indices(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
             negatives.append(other[i % len(other)])
     if not anchors:
         raise ValueError("a triplet batch needs two images of one class and one of another")
-    return tuple(torch.tensor(v, device=labels.device) for v in (anchors, positives, negatives))
+    anchor, positive, negative = (torch.tensor(v, device=labels.device)
+                                  for v in (anchors, positives, negatives))
+    return anchor, positive, negative
 
 
 @METHODS.register("weightmap")
@@ -106,8 +109,9 @@ class WeightMap(Method):
         "generator_lr": 1e-4, "variant": "I", "margin": 1.0, "embedding_dim": 200,
         "set_size": 2, "classes_per_batch": 8,
     }
+    model: WeightMapModel
 
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> WeightMapModel:
         if self.hp["variant"] not in ("I", "II"):
             raise ValueError(f"weightmap variant must be 'I' or 'II', got {self.hp['variant']!r}")
         self._fit_classifier_epochs()
@@ -156,7 +160,7 @@ class WeightMap(Method):
                                     momentum=c.momentum, weight_decay=c.weight_decay)
         return {"f": self.sgd(f_params), "g": generator}
 
-    def batch_sampler(self, labels: Sequence[int], seed: int) -> Sampler[list[int]] | None:
+    def batch_sampler(self, labels: Sequence[int], seed: int) -> ClassSetBatchSampler | None:
         if self.hp["variant"] == "I":
             return None
         return class_set_sampler(self, labels, seed)
@@ -180,6 +184,7 @@ class WeightMap(Method):
         else:
             losses = self._siamese_losses(images, labels, training_f)
         total = sum(losses.values())
+        assert isinstance(total, torch.Tensor)  # losses is never empty: never sum's start 0
         values = self.step("f" if training_f else "g", losses, total, epoch)
         return values
 

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -248,7 +248,8 @@ def vgg16(weights: str | None = None, large_feature_map: bool = False) -> Backbo
     large_feature_map, at the same depth (after conv4_3). New layer: conv6 (wsolevaluation
     main.py trains all but 'features.' at the larger rate).
     """
-    features = load_torchvision(PRETRAINED["vgg16"], weights, unused=("classifier.",)).features
+    network = load_torchvision(PRETRAINED["vgg16"], weights, unused=("classifier.",))
+    features = cast(nn.Sequential, network.features)
     # torchvision's features: 23 is pool4, 30 is pool5.
     extra = _extra_conv(512, init="he")
     head = features[24:30] if large_feature_map else features[23:30]
@@ -312,8 +313,8 @@ def mobilenet_v2(weights: str | None = None, large_feature_map: bool = False) ->
     """
     _no_large_feature_map("mobilenet_v2", large_feature_map,
                           "in the reference code (MinMaxCAM's single layout is 28x28 already)")
-    features = load_torchvision(PRETRAINED["mobilenet_v2"], weights,
-                                unused=("classifier.",)).features
+    network = load_torchvision(PRETRAINED["mobilenet_v2"], weights, unused=("classifier.",))
+    features = cast(nn.Sequential, network.features)
     _unstride(features[7])
     _unstride(features[14])
     return Backbone(features[:14], features[14:], 1280, [])
@@ -408,7 +409,7 @@ def inception_v3(weights: str | None = None, large_feature_map: bool = False) ->
                      unused=INCEPTION_UNUSED, new=INCEPTION_NEW_LAYERS)
     split = list(layers._modules).index("maxpool3")
     return Backbone(layers[:split], layers[split:], 1024,
-                    [layers.SPG_A3_1b, layers.SPG_A3_2b])
+                    [layers.get_submodule("SPG_A3_1b"), layers.get_submodule("SPG_A3_2b")])
 
 
 # Tiny ---------------------------------------------------------------------------------------

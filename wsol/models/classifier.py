@@ -27,7 +27,8 @@ class CAMClassifier(nn.Module):
     def parameter_groups(self, lr: float, lr_classifier_ratio: float,
                          weight_decay: float) -> list[dict]:
         """The reference's two rates: new layers and the classifier get lr * ratio."""
-        body, new = [], []
+        body: list[nn.Parameter] = []
+        new: list[nn.Parameter] = []
         for parameter in self.backbone.parameters():
             (new if self.backbone.is_new(parameter) else body).append(parameter)
         new.extend(self.fc.parameters())
