@@ -7,19 +7,32 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import botocore.exceptions
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from mlflow.protos.databricks_pb2 import (
+    PERMISSION_DENIED,
+    TEMPORARILY_UNAVAILABLE,
+    UNAUTHENTICATED,
+)
 from mlflow.tracking import MlflowClient
 from servers import free_port, mlflow_server, tcp_proxy
 
 from wsol.common import outages
 from wsol.common import tracking_schema as schema
-from wsol.common.outages import TrackingUnavailable, through_outage, transient
+from wsol.common.outages import (
+    TrackingRefused,
+    TrackingUnavailable,
+    refused_access,
+    through_outage,
+    transient,
+)
 from wsol.common.tracking_store import flat_params
 from wsol.search.pairs import PAIR_KEY
 from wsol.search.parent_run import end_search_run
@@ -135,6 +148,25 @@ def test_transient_allows_outages_only(error: BaseException, expected: bool) -> 
     assert transient(error) is expected
 
 
+@pytest.mark.parametrize(("error", "expected"), [
+    (MlflowException("denied", error_code=PERMISSION_DENIED), True),
+    (MlflowException("who are you", error_code=UNAUTHENTICATED), True),
+    (MlflowException("a plain error"), False),
+    (_http_error(401), True),
+    (_http_error(403), True),
+    (_http_error(404), False),
+    (botocore.exceptions.NoCredentialsError(), True),
+    (_client_error("AccessDenied", 403), True),
+    (_client_error("InvalidAccessKeyId", 403), True),
+    (_client_error("NoSuchBucket", 404), False),
+    (OSError("When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED "
+             "during HeadObject operation"), True),
+    (ConnectionRefusedError("refused"), False),
+])
+def test_refused_access_is_401_and_403_only(error: BaseException, expected: bool) -> None:
+    assert refused_access(error) is expected
+
+
 def test_a_killed_server_counts_as_an_outage(monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow's client against a port nobody listens on (a killed `mlflow server`)."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -185,6 +217,65 @@ def test_a_failed_attempt_waits_from_its_end(tmp_path: Path,
     stamp = callback.last_attempt
     callback._flush()  # within RETRY_S: no new attempt
     assert callback.last_attempt == stamp and len(callback.pending) == 1
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """Answers every request as MLflow's basic-auth app does a bad password (401) or a user
+    without the permission (403): a plain-text body."""
+
+    def _refuse(self) -> None:
+        status = self.server.status  # type: ignore[attr-defined]
+        self.server.hits += 1  # type: ignore[attr-defined]
+        body = b"You are not authenticated." if status == 401 else b"Permission denied"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _refuse
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _refusing(status: int) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    server.status, server.hits = status, 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_keep_the_queue_and_stop_the_search(status: int, capsys) -> None:
+    """Not one refused record each: the queue stays whole (in Tune's state for --restore),
+    no write is tried again, and the next Tune step stops the search in one line."""
+    with _refusing(status) as server:
+        callback = MLflowTrialCallback(f"http://127.0.0.1:{server.server_port}", "1",
+                                       "p" * 32, "synthetic")
+        records = [Record("start", TRIAL), Record("result", TRIAL, {
+            "step": 0, "metrics": {EPOCH: 0.0}, "timestamp": 1000, "node_id": None})]
+        callback.pending.extend(records)
+        callback._flush()  # from a Tune hook: no exception there
+        callback._flush()
+        assert server.hits == 1  # type: ignore[attr-defined]
+        assert callback.pending == records and callback.get_state()["pending"] == records
+        with pytest.raises(TrackingRefused) as raised:
+            callback.on_step_end(0, [])
+        callback.on_experiment_end([])  # the stopping search leaves the rest to its state
+    assert callback.pending == records
+    message = raised.value.message
+    assert "\n" not in message and f"failed with error code {status}" in message
+    assert message.startswith(f"MLflow at http://127.0.0.1:{server.server_port} refused the "
+                              "search's credentials (start of trial_t0001: ")
+    assert "records not yet logged" in message and "--restore" in message
+    assert "refused a record" not in capsys.readouterr().err  # nothing dropped
 
 
 SUMMARY = {"best": {"cam/tiny": {"score": 61.5, "run_id": ""}}, "trials": 2, "failed": 0,

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 TRACKING_URI_HELP = ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                     "sqlite:///mlruns/mlflow.db)")
+                     "sqlite:///mlruns/mlflow.db), without credentials: they go in "
+                     "$MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD")
 
 
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,8 @@ def add_searches(parser: argparse.ArgumentParser) -> None:
 
 def add_ray_cluster(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray address; 'auto' on a cluster's head node")
-    parser.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix")
+    parser.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix "
+                        "(no keys in it: S3 takes them from the AWS credential chain)")
 
 
 def add_metadata_source(parser: argparse.ArgumentParser, help_root: str | None = None) -> None:

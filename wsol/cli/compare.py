@@ -25,11 +25,13 @@ def compare_methods(args: argparse.Namespace) -> int:
     from wsol.common.paths import find_input
     from wsol.lifecycle.compare import run_compare
     from wsol.search.experiment import load_experiment
+    from wsol.search.runner import refuse_secrets
 
     experiment = load_experiment(find_input(args.config, "experiment"), {
         "tracking_uri": args.tracking_uri, "ray_address": args.address,
         "storage_path": args.storage_path,
     })
+    refuse_secrets(experiment)  # before the compare's own run, not at its first search
     summary = run_compare(experiment, args.search_seeds, device=args.device)
     for entry in summary["seeds"]:
         for pair, done in entry["pairs"].items():

@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    PERMISSION_DENIED,
+    TEMPORARILY_UNAVAILABLE,
+    UNAUTHENTICATED,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient
 
 from wsol.common.console import error_line, say
@@ -52,6 +57,56 @@ class TrackingUnavailable(MlflowException):
 
     def __init__(self, message: str):
         super().__init__(message, error_code=TEMPORARILY_UNAVAILABLE)
+
+
+class TrackingRefused(MlflowException):
+    """The tracking store (or S3 behind it) refused the search's credentials (401/403):
+    every later record would be refused the same way, so the search stops at its next Tune
+    step with its unlogged records kept for `--restore`, instead of dropping them one by
+    one. An MlflowException, so the command line prints its message alone."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=PERMISSION_DENIED)
+
+
+# S3's refusals of a key, a signature or a token (botocore's error codes).
+_AWS_REFUSALS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "ExpiredToken", "InvalidToken", "TokenRefreshRequired")
+
+
+def refused_access(error: BaseException) -> bool:
+    """An authorisation failure (401 / 403 from MLflow or S3, no or bad AWS credentials):
+    not an outage, nor one bad record. An error raised from another counts when the one it
+    came from does."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _refused_one(current):
+            return True
+        current = current.__cause__
+    return False
+
+
+def _refused_one(error: BaseException) -> bool:
+    if isinstance(error, MlflowException):
+        return error.error_code in (ErrorCode.Name(UNAUTHENTICATED),
+                                    ErrorCode.Name(PERMISSION_DENIED))
+    if isinstance(error, requests.HTTPError):
+        return error.response is not None and error.response.status_code in (401, 403)
+    if type(error).__module__.split(".")[0] in ("botocore", "boto3"):
+        import botocore.exceptions as bc
+
+        if isinstance(error, bc.NoCredentialsError | bc.PartialCredentialsError):
+            return True
+        if isinstance(error, bc.ClientError):
+            response = error.response or {}
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status in (401, 403) or \
+                response.get("Error", {}).get("Code") in _AWS_REFUSALS
+        return False
+    # pyarrow's S3 filesystem (Ray's checkpoint uploads): OSError naming the AWS error.
+    return isinstance(error, OSError) and "AWS Error ACCESS_DENIED" in str(error)
 
 
 def outage_limit_s() -> float:

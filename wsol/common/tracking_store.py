@@ -5,6 +5,7 @@ report, compare)."""
 from __future__ import annotations
 
 import os
+import re
 import time
 import urllib.parse
 from pathlib import Path
@@ -14,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from wsol.common import tracking_schema as schema
+from wsol.common.typed_config import ConfigError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
@@ -23,8 +25,55 @@ UI_QUERY = "workflowType=machine_learning"
 
 
 def tracking_uri(given: str | None = None) -> str:
-    """The flag or config value, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
-    return given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The flag or config value, else $MLFLOW_TRACKING_URI, else the local SQLite store;
+    refused (CredentialsInURI) when it holds credentials."""
+    if given:
+        return refuse_credentials(given, "tracking URI")
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return refuse_credentials(from_env, "$MLFLOW_TRACKING_URI")
+    return DEFAULT_TRACKING_URI
+
+
+class CredentialsInURI(ConfigError):
+    """A tracking URI or storage path with a password, key or token in it. A URI is logged,
+    printed and pickled with a search (params, experiment.json, summaries, the console,
+    Ray's tuner.pkl on shared storage), so a secret in it would reach all of them; each
+    store takes its credentials from a place of its own instead."""
+
+
+# Where each kind of store takes its credentials instead (what the refusal says).
+_CREDENTIALS_GO = {
+    "mlflow": "give MLflow them in $MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD "
+              "(or $MLFLOW_TRACKING_TOKEN)",
+    "cloud": "S3 takes them from the AWS credential chain ($AWS_ACCESS_KEY_ID and "
+             "$AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, or the machine's instance profile)",
+    "database": "the database reads its password from its own file (PostgreSQL: ~/.pgpass "
+                "or $PGPASSFILE; MySQL: an option file)",
+}
+_CLOUD_SCHEMES = ("s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "az", "wasbs")
+# Query parameters that carry a secret (pyarrow's S3 URIs take access_key and secret_key).
+_SECRET_QUERY = re.compile(r"(?i)(?<![^&])(password|passwd|secret|secret_key|access_key|"
+                           r"session_token|token)=[^&]*")
+
+
+def refuse_credentials(uri: str, what: str) -> str:
+    """`uri` itself, or a one-line CredentialsInURI (the URI shown masked) saying where the
+    credentials go instead. Any user part counts for an HTTP or cloud URI (an S3 user part
+    is the access key); a database URI may name its user, not its password."""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.lower()
+    kind = "mlflow" if scheme in ("http", "https") else \
+        "cloud" if scheme in _CLOUD_SCHEMES else "database"
+    user_part = "@" in parts.netloc and (kind != "database" or parts.password is not None)
+    if not user_part and not _SECRET_QUERY.search(parts.query):
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    shown = urllib.parse.urlunsplit(parts._replace(
+        netloc=f"***@{host}" if user_part else parts.netloc,
+        query=_SECRET_QUERY.sub(r"\1=***", parts.query)))
+    raise CredentialsInURI(f"{what} {shown} holds credentials, which the search would log and "
+                           f"save: leave them out of it; {_CREDENTIALS_GO[kind]}")
 
 
 def ui_link(experiment_id: str, run_id: str | None = None) -> str:

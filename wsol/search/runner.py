@@ -27,7 +27,12 @@ from wsol.common import tracking_schema as schema
 from wsol.common.console import say
 from wsol.common.outages import through_outage
 from wsol.common.paths import expand, is_uri
-from wsol.common.tracking_store import DEFAULT_TRACKING_URI, tracking_uri, ui_url
+from wsol.common.tracking_store import (
+    DEFAULT_TRACKING_URI,
+    refuse_credentials,
+    tracking_uri,
+    ui_url,
+)
 from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.search.experiment import Experiment
 from wsol.search.pair_spaces import load_spaces, pair_epochs
@@ -68,6 +73,7 @@ def run_search(experiment: Experiment, restore: bool = False,
         raise ValueError("--restore resumes an interrupted search, --more-trials continues a "
                          "finished one: not both")
     mode = Mode.RESTORE if restore else Mode.CONTINUE if more_trials else Mode.NEW
+    refuse_secrets(experiment)
     spaces = load_spaces(experiment)
     storage = _storage(experiment.storage_path)
     log = log_path(experiment, storage)
@@ -108,6 +114,14 @@ def run_search(experiment: Experiment, restore: bool = False,
             grid = tuner.fit()
             summary = _end(experiment, spaces, parent, grid, uri, optuna_url, budgets, log)
         return summary.to_dict()
+
+
+def refuse_secrets(experiment: Experiment) -> None:
+    """A tracking URI or storage path with credentials in it is refused before anything
+    runs (data, Ray, a run): the search would log it, print it and pickle it into its Ray
+    state (CredentialsInURI says where the credentials go instead)."""
+    refuse_credentials(experiment.storage_path, "storage_path")
+    tracking_uri(experiment.tracking_uri)
 
 
 def _begin(experiment: Experiment, spaces: dict[str, SearchSpace], mode: Mode, uri: str,

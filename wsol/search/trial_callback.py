@@ -23,9 +23,11 @@ from wsol.common import tracking_schema as schema
 from wsol.common.console import error_line, say
 from wsol.common.outages import (
     OUTAGE_LIMIT_ENV,
+    TrackingRefused,
     TrackingUnavailable,
     outage_limit_s,
     quick_failing_http,
+    refused_access,
     transient,
 )
 from wsol.common.protocol import SELECTION_SPLIT
@@ -44,14 +46,20 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _one_line(error: BaseException) -> str:
+    """The error as one short line (a server's refusal may carry a page of HTML)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
 class MLflowTrialCallback(Callback):
     """Logs each trial to its child run. Every record goes through a queue that is written
     in order: while MLflow (or S3 behind it) is unreachable the queue waits and the search
     goes on; it is retried every few seconds, saved with Tune's experiment state (so a
     restored search still logs it), and a search that cannot log for longer than the outage
-    limit stops. Records are idempotent on retry (a run is looked up by trial id before it
-    is created; a metric repeats its timestamp, which MLflow stores once), and an epoch a
-    trial repeats after losing its worker is logged once (the first time)."""
+    limit stops, as it does at once when MLflow refuses its credentials (401/403). Records
+    are idempotent on retry (a run is looked up by trial id before it is created; a metric
+    repeats its timestamp, which MLflow stores once), and an epoch a trial repeats after
+    losing its worker is logged once (the first time)."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
                  dataset: str):
@@ -67,6 +75,8 @@ class MLflowTrialCallback(Callback):
         self.outage_since: float | None = None
         self.last_attempt = 0.0
         self.gave_up = False
+        # What MLflow refused (401/403): the search stops at its next Tune step.
+        self.refused: str | None = None
 
     @property
     def client(self) -> MlflowClient:
@@ -202,13 +212,19 @@ class MLflowTrialCallback(Callback):
 
     def _flush(self) -> None:
         """Writes the queued records in order; on a transient failure keeps them for the next
-        try, at most every RETRY_S."""
+        try, at most every RETRY_S; on refused credentials keeps them all and tries no more
+        (the next Tune step stops the search)."""
+        if self.refused is not None:  # every write would be refused the same way
+            return
         if self.outage_since is not None and time.time() - self.last_attempt < outages.RETRY_S:
             return
         while self.pending:
             try:
                 self._write(self.pending[0])
             except Exception as error:
+                if refused_access(error):  # kept, with the rest, for --restore
+                    self.refused = f"{self._what(self.pending[0])}: {_one_line(error)}"
+                    return
                 if not transient(error):
                     self._drop(self.pending.pop(0), error)
                     continue
@@ -224,9 +240,12 @@ class MLflowTrialCallback(Callback):
         """A record MLflow refused (not an outage: retrying it would fail the same way) is
         left out with a warning, so that one bad write neither stops the search nor blocks
         the queue (and a --restore) behind it."""
-        what = f"{record.kind} of {record.trial.name}" if record.trial.name else record.kind
-        say(f"warning: MLflow at {self.tracking_uri} refused a record ({what}), not logged: "
-            f"{type(error).__name__}: {error_line(str(error))[:300]}", error=True)
+        say(f"warning: MLflow at {self.tracking_uri} refused a record ({self._what(record)}), "
+            f"not logged: {type(error).__name__}: {error_line(str(error))[:300]}", error=True)
+
+    @staticmethod
+    def _what(record: Record) -> str:
+        return f"{record.kind} of {record.trial.name}" if record.trial.name else record.kind
 
     def _outage(self, error: BaseException) -> None:
         if self.outage_since is None:
@@ -236,8 +255,17 @@ class MLflowTrialCallback(Callback):
                 error=True)
 
     def _check_outage(self) -> None:
-        """Stops the search (from a Tune step, where an exception ends fit()) once MLflow has
-        been unreachable for longer than the limit."""
+        """Stops the search (from a Tune step, where an exception ends fit()) once MLflow
+        refused its credentials, or has been unreachable for longer than the limit."""
+        if self.refused is not None:
+            self.gave_up = True
+            raise TrackingRefused(
+                f"MLflow at {self.tracking_uri} refused the search's credentials "
+                f"({self.refused}); the search stopped with {len(self.pending)} records not "
+                "yet logged, kept in its Ray state. Once the credentials or permissions are "
+                "fixed ($MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD, the user's "
+                "permissions, S3's credentials), run the same search command with --restore "
+                "to resume it and log them.")
         if self.outage_since is None:
             return
         away = time.time() - self.outage_since
