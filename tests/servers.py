@@ -229,15 +229,22 @@ class RayNodes:
 
 @contextmanager
 def ray_nodes(head_cpus: int, worker_cpus: tuple[int, ...] = (), dashboard: bool = False,
-              env: dict[str, str] | None = None) -> Iterator[RayNodes]:
+              env: dict[str, str] | None = None,
+              token_home: Path | None = None) -> Iterator[RayNodes]:
     """`ray start --head` and one `ray start --address` per worker, like a cluster's start
-    commands, without Ray's token authentication (which local drivers do not use). Their own
+    commands. Without `token_home`, Ray's token authentication is off (local drivers do not
+    use it); with it, the nodes start as the cluster files start them, RAY_AUTH_MODE=token
+    with the token in `token_home`/.ray/auth_token (their HOME, as file_mounts puts it). Their own
     temp dir (short: Ray's socket paths are length-limited) marks their processes, so the
     teardown stops only them. Each node has a folder of its own in it, as on separate machines
     (a job's working directory is unpacked per node)."""
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="wsol-ray-", dir="/tmp")
     env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "disabled"}
+    if token_home is not None:
+        env.pop("RAY_AUTH_TOKEN", None)
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
+        env.update(HOME=str(token_home), RAY_AUTH_MODE="token")
     ray = str(BIN / "ray")
     head = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--num-cpus", str(head_cpus), "--disable-usage-stats", "--temp-dir", f"{temp_dir}/h"]

@@ -8,8 +8,12 @@ Every Ray started here has its own temp dir; the teardown kills only processes t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -279,6 +283,18 @@ def test_slurm_script_is_valid_bash():
     assert any("--ntasks-per-node=1" in line for line in header)
 
 
+# Stands in for WSOL_PYTHON: before search.py starts (the job's cluster is up), tries the job's
+# address as another user of the node would, with no token (and no ~/.ray/auth_token).
+PYTHON = """#!/bin/bash
+if [[ ${2:-} == */search.py && ${3:-} == --address ]]; then
+    env -u RAY_AUTH_TOKEN RAY_AUTH_MODE=disabled HOME="$STRANGER_HOME" \\
+        "$(dirname "$0")/ray" status --address "$4" > "$PROBE_LOG" 2>&1
+    echo "rc=$?" >> "$PROBE_LOG"
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
 def stand_ins(tmp_path: Path) -> Path:
     """tmp_path/bin with the stand-in srun, scontrol and hostname, to put first on PATH."""
     bin_dir = tmp_path / "bin"
@@ -303,11 +319,55 @@ def test_slurm_script_outside_the_project_says_what_to_set(tmp_path: Path) -> No
     assert job.returncode == 2 and "set WSOL_HOME" in job.stderr
 
 
+FAILING_HEAD = """#!/bin/bash
+# Stand-in ray: `start --head` fails as on a taken port; a worker would wait to be stopped.
+echo "ray $*" >> "$SRUN_LOG"
+if [[ " $* " == *" --head "* ]]; then echo "port taken" >&2; exit 1; fi
+exec sleep 120
+"""
+
+
+def test_slurm_workers_never_join_a_head_that_is_not_the_jobs(tmp_path: Path) -> None:
+    """Something else listens on the job's port (another job's head, on a shared node) and
+    the job's own head cannot start: the script stops, instead of sending its workers and
+    search.py (with their token) to whatever answers there."""
+    bin_dir = stand_ins(tmp_path)
+    python_dir = tmp_path / "python"
+    python_dir.mkdir()
+    (python_dir / "python").write_text(f'#!/bin/bash\nexec {sys.executable} "$@"\n')
+    (python_dir / "ray").write_text(FAILING_HEAD)
+    for name in ("python", "ray"):
+        (python_dir / name).chmod(0o755)
+    srun_log = tmp_path / "srun.log"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+               "HOME": str(tmp_path), "SLURM_JOB_ID": "43", "SLURM_JOB_NODELIST": "gpu-a,gpu-b",
+               "SUBMITTED_SCRIPT": str(SLURM_SH), "SRUN_LOG": str(srun_log),
+               "WSOL_PYTHON": str(python_dir / "python"),
+               "WSOL_RAY_PORT": str(listener.getsockname()[1]),
+               "WSOL_RAY_TMPDIR": str(tmp_path / "ray"), "WSOL_NODE_WAIT_S": "5"}
+        job = subprocess.Popen(["bash", str(SLURM_SH), "--config", "unused.yaml"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = job.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 1, out + err
+    assert "the job's Ray head did not come up" in err
+    steps = srun_log.read_text()
+    assert "--head" in steps and "--address=" not in steps, steps  # no worker was started
+
+
 @pytest.mark.e2e
 def test_slurm_script_runs_a_search_across_its_nodes(tiny_synth: Path, tmp_path: Path) -> None:
     """sbatch's view: the script runs as a spool copy, from another folder, with the job's
     SLURM_* variables; srun starts each Ray node "on" its node (here, in one network namespace
-    that has only loopback, so default ports clash with nothing on this machine)."""
+    that has only loopback). The job's Ray has token authentication on, with a token of its
+    own that a client without it cannot use; its port and temp dir are its own too."""
     if not loopback_namespace_works():
         pytest.skip("needs unprivileged user and network namespaces (unshare -rn)")
     bin_dir = stand_ins(tmp_path)
@@ -319,38 +379,62 @@ def test_slurm_script_runs_a_search_across_its_nodes(tiny_synth: Path, tmp_path:
     experiment, values = rehearsal_experiment(tmp_path, tiny_synth, "rehearsal-slurm")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job_id = f"7{os.getpid()}{int(time.time()) % 10000}"
-    ray_tmp = f"/tmp/wsol-ray-{job_id}"  # the script's default for this job
     srun_log = tmp_path / "srun.log"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
+    python_dir = tmp_path / "python"
+    python_dir.mkdir()
+    (python_dir / "python").write_text(PYTHON)
+    (python_dir / "python").chmod(0o755)
+    (python_dir / "ray").symlink_to(RAY)  # slurm.sh finds `ray` beside WSOL_PYTHON
+    for home in ("home", "stranger"):
+        (tmp_path / home).mkdir()  # no ~/.ray/auth_token in either
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path / "home"),
            "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": "gpu-a,gpu-b", "SLURM_JOB_NUM_NODES": "2",
            "SLURM_CPUS_PER_TASK": "1", "SLURM_GPUS_PER_NODE": "a10g:1",
            "SUBMITTED_SCRIPT": str(SLURM_SH), "SRUN_LOG": str(srun_log),
-           "WSOL_PYTHON": sys.executable}
-    env.pop("WSOL_HOME", None)
+           "WSOL_PYTHON": str(python_dir / "python"), "REAL_PYTHON": sys.executable,
+           "STRANGER_HOME": str(tmp_path / "stranger"), "PROBE_LOG": str(tmp_path / "probe.log")}
+    for name in ("WSOL_HOME", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
     command = ["unshare", "-rn", "bash", "-c", 'ip link set lo up && exec bash "$@"', "bash",
                str(spool / "slurm_script"), "--config", str(experiment), "--tracking-uri", uri]
+    temp_dirs: set[str] = set()
     try:
         job = subprocess.run(command, cwd=submit_dir, env=env, capture_output=True, text=True,
                              timeout=600)
+        steps = srun_log.read_text().splitlines() if srun_log.exists() else []
+        temp_dirs = {os.path.dirname(m) for s in steps for m in re.findall(r"--temp-dir=(\S+)", s)}
+        temp_modes = {d: os.stat(d).st_mode & 0o777 for d in temp_dirs if os.path.isdir(d)}
         # The script stops the Ray nodes it started when the search ends.
         deadline = time.time() + 30
-        while processes_mentioning(ray_tmp) and time.time() < deadline:
+        while any(processes_mentioning(d) for d in temp_dirs) and time.time() < deadline:
             time.sleep(1)
-        leftover = processes_mentioning(ray_tmp)
+        leftover = [pid for d in temp_dirs for pid in processes_mentioning(d)]
     finally:
-        kill_processes_mentioning(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        for temp_dir in temp_dirs:
+            kill_processes_mentioning(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
     output = job.stdout[-4000:] + job.stderr[-4000:]
     assert job.returncode == 0, output
     assert "2 of 2 Ray nodes up" in job.stdout, output
     trials = values["trials_per_pair"] * len(values["methods"])
     assert f"{trials} trials, 0 failed" in job.stdout, output
-    steps = srun_log.read_text().splitlines()
-    assert any(s.startswith("gpu-a: ") and "start --head" in s and "--num-gpus=1" in s
-               for s in steps), steps
-    assert any(s.startswith("gpu-b: ") and "start --address=127.0.0.1:6379" in s
+    heads = [s for s in steps if s.startswith("gpu-a: ") and "start --head" in s]
+    assert len(heads) == 1 and "--num-gpus=1" in heads[0], steps
+    port = re.search(r"--port=(\d+)", heads[0]).group(1)
+    assert port != "6379"  # a port of the job's own, not the one every job would take
+    assert any(s.startswith("gpu-b: ") and f"start --address=127.0.0.1:{port}" in s
                and "--num-gpus=1" in s for s in steps), steps
-    assert all(s.split()[1] == str(RAY) for s in steps if " start " in s)
+    assert all(f"{python_dir / 'ray'} start " in s for s in steps if " start " in s)
+    # One folder for Ray's temp dir, unguessable (not named after the job id), private.
+    assert len(temp_dirs) == 1, temp_dirs
+    (temp_dir,) = temp_dirs
+    assert re.fullmatch(r"/tmp/wsol-ray-\w{8}", temp_dir) and job_id not in temp_dir
+    assert temp_modes.get(temp_dir) == 0o700, temp_modes
+    # Token auth on: the stranger's `ray status` on the job's address was refused, and the
+    # token never appeared on a command line.
+    probe = (tmp_path / "probe.log").read_text()
+    assert "AuthenticationError" in probe and not probe.rstrip().endswith("rc=0"), probe[-2000:]
+    assert not re.search(r"\b[0-9a-f]{64}\b", srun_log.read_text() + output)
     runs = trial_runs(uri, values["name"])
     assert len(runs) == trials and all(r.info.status == "FINISHED" for r in runs)
     # Both nodes joined (above); whether two trials overlap, and so use both GPUs, depends on

@@ -5,7 +5,10 @@ runs `python ~/search.py ARGS` there; `ray job submit --working-dir . -- python 
 uploads the project and runs it in a scratch folder. Both must find the experiment, its search
 spaces and data through the path rule (wsol.common.paths), not through the working directory. The
 cluster is started as gpu.yaml's start commands do: a head with no CPUs for trials and a worker
-joined with `ray start --address`; MLflow is `mlflow server` with its artifacts on S3 (moto).
+joined with `ray start --address`, both with Ray's token authentication on (RAY_AUTH_MODE=token,
+the token made by the README's command in the head's ~/.ray/auth_token, where gpu.yaml's
+file_mounts put it); MLflow is `mlflow server` with its artifacts on S3 (moto). A client without
+the token is refused by the GCS and by the dashboard's job API.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -45,17 +50,60 @@ def rehearsal_args(args: list[str], tracking_uri: str) -> list[str]:
     return replaced
 
 
+def make_token(home: Path, env: dict[str, str]) -> Path:
+    """The cluster's token, made by the README's command in `home`/.ray/auth_token."""
+    text = (REPO / "README.md").read_text()
+    commands = [line.strip() for line in text.splitlines()
+                if line.strip().startswith("(umask 077 && ray get-auth-token --generate")]
+    assert commands, "README has no command that makes the cluster's token"
+    subprocess.run(["bash", "-c", commands[0].split("  #")[0]], env={**env, "HOME": str(home)},
+                   check=True, capture_output=True, timeout=120)
+    token = home / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)
+    return token
+
+
 @pytest.fixture
 def cluster(tmp_path: Path):
-    """S3, `mlflow server`, and a head (0 CPUs, dashboard for jobs) plus one 2-CPU worker."""
+    """S3, `mlflow server`, and a head (0 CPUs, dashboard for jobs) plus one 2-CPU worker, with
+    Ray's token authentication on; `home` holds the token (the head's and the laptop's home)."""
+    home = tmp_path / "home"
+    home.mkdir()
     with s3_server(tmp_path) as endpoint:
         env = {**aws_env(endpoint), "AWS_ENDPOINT_URL": endpoint,
                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+        make_token(home, {**base, **env})
         with mlflow_server(tmp_path, endpoint) as uri, \
-                ray_nodes(head_cpus=0, worker_cpus=(2,), dashboard=True, env=env) as nodes:
-            yield {"s3": endpoint, "uri": uri, "nodes": nodes,
-                   "env": {**os.environ, **env, "RAY_ADDRESS": nodes.address,
-                           "RAY_AUTH_MODE": "disabled"}}
+                ray_nodes(head_cpus=0, worker_cpus=(2,), dashboard=True, env=env,
+                          token_home=home) as nodes:
+            # What the cluster files' ~/.bashrc line exports for `ray submit`'s driver.
+            yield {"s3": endpoint, "uri": uri, "nodes": nodes, "home": home,
+                   "env": {**base, **env, "RAY_ADDRESS": nodes.address, "HOME": str(home),
+                           "RAY_AUTH_MODE": "token"}}
+
+
+def check_refused_without_the_token(cluster: dict, tmp_path: Path) -> None:
+    """Someone who reaches the ports but has no token (or a wrong one) is refused by the GCS
+    (what `ray start --address`, drivers and `ray status` talk to) and by the job API."""
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    env = {k: v for k, v in cluster["env"].items() if k != "RAY_ADDRESS"}
+    ray = str(BIN / "ray")
+    for auth in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token",
+                                                 "RAY_AUTH_TOKEN": "0" * 64}):
+        status = subprocess.run([ray, "status", "--address", cluster["nodes"].address],
+                                env={**env, "HOME": str(stranger), **auth}, capture_output=True,
+                                text=True, timeout=120)
+        assert status.returncode != 0, status.stdout
+        assert "AuthenticationError" in status.stderr, status.stderr[-2000:]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{cluster['nodes'].dashboard}/api/jobs/", timeout=30)
+    assert refused.value.code in (401, 403)
+    # With the token, the same command is answered.
+    subprocess.run([ray, "status", "--address", cluster["nodes"].address], env=env,
+                   check=True, capture_output=True, timeout=120)
 
 
 def node_cpus(address: str, env: dict[str, str]) -> dict[str, float]:
@@ -83,10 +131,10 @@ def check_search(cluster: dict, experiment: str = "wsol-synthetic-smoke") -> Non
 
 
 def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: Path) -> None:
+    check_refused_without_the_token(cluster, tmp_path)
     submit = readme_command("ray submit cluster/gpu.yaml search.py")
     args = rehearsal_args(submit[submit.index("--") + 1:], cluster["uri"])
-    home = tmp_path / "home"
-    home.mkdir()
+    home = cluster["home"]
     shutil.copy(REPO / "search.py", home / "search.py")  # what `ray submit` rsyncs
     done = subprocess.run([sys.executable, str(home / "search.py"), *args], cwd=home,
                           env={**cluster["env"], "HOME": str(home)}, capture_output=True,
