@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wsol"
 
 @pytest.fixture
 def client(tmp_path: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("searches", artifact_location=str(tmp_path / "artifacts"))
+    return client
 
 
 def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str = "FINISHED",
           selected_on: str = "train-fullsup", reason: str | None = None,
           pxap: float | None = None, parent: str | None = None) -> str:
-    name = "searches"
-    found = client.get_experiment_by_name(name)
-    experiment = found.experiment_id if found else client.create_experiment(name)
+    experiment = client.get_experiment_by_name("searches").experiment_id
     tags = {"wsol.kind": "trial", "wsol.method": "cam", "wsol.backbone": "vgg16",
             "wsol.dataset": dataset, "wsol.selected_on": selected_on,
             "wsol.selected_selection_metric": "MaxBoxAccV2", "wsol.selected_threshold": "0.25",
@@ -39,6 +40,9 @@ def trial(client: MlflowClient, score: float, dataset: str = "cub", status: str 
     client.log_metric(run_id, "selected/MaxBoxAccV2", score)
     if pxap is not None:
         client.log_metric(run_id, "selected/PxAP", pxap)
+    with tempfile.TemporaryDirectory() as tmp:  # promote hashes it; its content is not read
+        (Path(tmp) / "best.pt").write_text(f"weights of {run_id}")
+        client.log_artifact(run_id, str(Path(tmp) / "best.pt"), "checkpoint")
     client.set_terminated(run_id, status)
     return run_id
 
@@ -77,9 +81,7 @@ def test_equal_scores_are_told_apart_by_the_other_train_fullsup_metrics(client):
 
 
 def search_run(client: MlflowClient, fingerprint: str) -> str:
-    experiment = client.get_experiment_by_name("searches")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        "searches")
+    experiment_id = client.get_experiment_by_name("searches").experiment_id
     return client.create_run(experiment_id, tags={
         "wsol.kind": "search", "wsol.dataset_fingerprint": fingerprint}).info.run_id
 

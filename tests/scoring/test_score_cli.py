@@ -126,3 +126,15 @@ def test_score_real_cub_metadata_sizes_without_images(real_metadata, tmp_path):
     assert score(tmp_path / "maps", real_metadata / "CUB", "val", json_out=out) == 0
     got = json.loads(out.read_text())
     assert got["BoxAccV2@30"] == 100.0 and got["images"] == 1000
+
+
+def test_score_on_test_says_it_counts_nowhere(tiny_synth, tmp_path, capsys):
+    """`wsol score --split test` is for maps made outside this tool; each time it says that
+    this reading of test is counted on no model (`wsol evaluate` is the counted one)."""
+    for split_name in ("test", "val"):
+        split = load_split(tiny_synth / "metadata", split_name)
+        maps = tmp_path / split_name
+        save_maps(maps, split, {i: np.full((16, 16), 0.5, np.float32) for i in split.image_ids})
+        assert score(maps, tiny_synth / "metadata", split_name, tiny_synth) == 0
+        err = capsys.readouterr().err
+        assert ("counted on no model" in err and "`wsol evaluate`" in err) == (split_name == "test")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,7 +39,7 @@ def test_trial_writes_best_checkpoint_and_metrics(tiny_synth: Path, tmp_path: Pa
                 "gt_known_loc", "top1_loc"):
         assert key in metrics
     assert metrics["score"] == metrics["MaxBoxAccV2"]
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["epoch"] == on_disk["selected_epoch"]
     assert best["metrics"]["score"] == max(r.metrics["score"] for r in reports)
 
@@ -50,8 +51,8 @@ def test_same_seed_same_numbers_and_weights(tiny_synth: Path, tmp_path: Path) ->
                        log=quiet)
     assert [h["loss/ce"] for h in first["history"]] == [h["loss/ce"] for h in second["history"]]
     assert first["metrics"]["candidates"] == second["metrics"]["candidates"]
-    a = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "best.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -71,6 +72,37 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_synth: Path,
     assert any("resuming after epoch 0" in line for line in lines)
     assert [h["loss/ce"] for h in resumed["history"]] == [h["loss/ce"] for h in straight["history"]]
     assert resumed["metrics"] == straight["metrics"]
+
+
+def test_resume_refuses_a_checkpoint_that_runs_code(tiny_synth: Path, tmp_path: Path) -> None:
+    """last.pt comes back from shared Ray storage: it is loaded as tensors and plain values
+    only (both checkpoints are written that way), so a planted object never runs."""
+    cfg = config(tiny_synth, epochs=1)
+    run_trial(cfg, tmp_path, log=quiet)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    marker = tmp_path / "the-checkpoint-ran-code"
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
+
+    state["history"].append(Payload())
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt holds more than tensors and plain values "
+                                         r"\(it names exec\); refusing to load it"):
+        run_trial(cfg, tmp_path, log=quiet)
+    assert not marker.exists()
+
+
+def test_checkpoint_values_are_saved_as_plain_values() -> None:
+    state = {"score": np.float64(61.5), "seen": np.arange(3, dtype=np.uint32),
+             "kept": (1, "a", None, torch.zeros(2))}
+    saved = wsol.trial.runner.plain(state)
+    assert saved["score"] == 61.5 and type(saved["score"]) is float
+    assert saved["seen"] == [0, 1, 2] and saved["kept"][:3] == (1, "a", None)
+    with pytest.raises(TypeError, match=r"checkpoint\['when'\] is a PurePosixPath; a checkpoint "
+                                        "holds tensors and plain values only"):
+        wsol.trial.runner.plain({"when": PurePosixPath("x")})
 
 
 def test_resume_refuses_another_config(tiny_synth: Path, tmp_path: Path) -> None:
@@ -149,7 +181,7 @@ def test_cli_train_with_flags_only(tiny_synth: Path, tmp_path: Path, capsys) -> 
                  str(tiny_synth), "--epochs", "1", "--seed", "4", "--out", str(out)])
     assert code == 0
     assert "selected epoch 1 on train-fullsup" in capsys.readouterr().out
-    assert torch.load(out / "best.pt", weights_only=False)["config"]["seed"] == 4
+    assert torch.load(out / "best.pt", weights_only=True)["config"]["seed"] == 4
     assert main(["train", "--method", "nosuch", "--data-root", str(tiny_synth),
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown method 'nosuch'" in capsys.readouterr().err
@@ -190,5 +222,5 @@ def test_amp_runs_training_steps_in_reduced_precision(tiny_synth: Path, tmp_path
                         tmp_path, log=quiet)
     assert seen and all(seen)
     assert all(torch.isfinite(torch.tensor(h["loss/ce"])) for h in summary["history"])
-    state = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    state = torch.load(tmp_path / "best.pt", weights_only=True)["model"]
     assert all(v.dtype != torch.bfloat16 for v in state.values())

@@ -43,7 +43,7 @@ def test_set_reaches_the_saved_config(tiny_synth: Path, tmp_path: Path, capsys) 
                  "--set", "weights=null", "--set", "lambda2=0.5", "--set", "classes_per_batch=2",
                  "--set", "set_size=2", extra="weights: imagenet\n")
     assert code == 0, capsys.readouterr().err
-    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=False)["config"]
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["config"]
     assert saved["epochs"] == 1
     assert saved["lr"] == 0.001 and isinstance(saved["lr"], float)
     assert saved["normalisations"] == ["minmax", "ivr"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from wsol.cli.common import add_experiments, add_searches, add_tracking_uri, client, write_json
 from wsol.common.tracking_schema import CHAMPION
@@ -26,8 +27,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def promote_pair(args: argparse.Namespace) -> int:
     from wsol.common.tracking_schema import previous_alias
     from wsol.lifecycle.promote import promote
+    from wsol.lifecycle.runs import scope_note
 
-    promotion = promote(client(args), args.method, args.backbone, args.dataset, args.alias,
+    store = client(args)
+    note = None if args.run_id else scope_note(store, args.experiment, args.search)
+    if note:
+        print(note, file=sys.stderr)
+    promotion = promote(store, args.method, args.backbone, args.dataset, args.alias,
                         args.experiment, args.run_id, args.search)
     replaced = (f"; version {promotion.previous_version} is now @{previous_alias(args.alias)}"
                 if promotion.previous_version else "")

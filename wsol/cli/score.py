@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from wsol.cli.common import add_metadata_source, metadata_root, print_values, write_json
 from wsol.common.protocol import TEST, TRAIN_FULLSUP
+
+# What `--split test` is for, said each time: it scores maps made by any code, so there is
+# no model here to count the reading on.
+TEST_NOTE = ("note: test ground truth, read for maps made outside `wsol evaluate` and counted "
+             "on no model; the protocol's test reading of a promoted model is `wsol evaluate`")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -24,6 +30,8 @@ def score_maps(args: argparse.Namespace) -> int:
     from wsol.data.metadata import load_split
     from wsol.scoring.saved_maps import score_saved_maps
 
+    if args.split == TEST:
+        print(TEST_NOTE, file=sys.stderr)
     split = load_split(metadata_root(args), args.split)
     metrics = score_saved_maps(
         args.scoremaps, split, args.data_root, args.mask_root, args.curve_interval

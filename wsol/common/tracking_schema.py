@@ -36,6 +36,7 @@ SELECTION_SPLIT = "wsol.selection_split"
 END_REASON = "wsol.end_reason"
 RAY_TRIAL_ID = "wsol.ray_trial_id"
 RAY_TRIAL_NAME = "wsol.ray_trial_name"
+TUNE_RUN = "wsol.tune_run"
 RAY_NODE_ID = "wsol.ray_node_id"
 TRIAL_NUMBER = "wsol.trial_number"
 FAILURE_REASON = "wsol.failure_reason"
@@ -57,7 +58,8 @@ COMPARE_SEED = "wsol.compare_seed"
 SEARCH_RUN_ID = "wsol.search_run_id"
 EXPERIMENT_ID = "wsol.experiment_id"
 TRAIN_FULLSUP_SCORE = "wsol.train_fullsup_score"
-TEST_EVALUATIONS = "wsol.test_evaluations"
+TEST_EVALUATIONS = "wsol.test_evaluations"  # also on a trial run
+CHECKPOINT_SHA256 = "wsol.checkpoint_sha256"
 LAST_EVALUATION_RUN = "wsol.last_evaluation_run"
 OPTUNA_STORAGE = "wsol.optuna_storage"
 OPTUNA_STUDY = "wsol.optuna_study"
@@ -257,6 +259,8 @@ SCHEMA: dict[str, Record] = {
               Key(PARENT, "the search run"),
               Key(RAY_TRIAL_ID, "Ray Tune's trial id (a restored search finds its runs by it)"),
               Key(RAY_TRIAL_NAME, "Ray Tune's trial name"),
+              Key(TUNE_RUN, "the Tune run the trial ran in: the search's name, or a "
+                  "--more-trials round's `<name>+<time>` (only its own runs are retired)"),
               Key(TRIAL_NUMBER, "1, 2, ... per pair in start order (the #NN of the run name)"),
               Key(RAY_NODE_ID, "the Ray node the trial ran on"),
               Key(SELECTION_SPLIT, f"where the trial selects: {protocol.SELECTION_SPLIT}"),
@@ -265,7 +269,9 @@ SCHEMA: dict[str, Record] = {
               Key(selected("<choice>"), "a post-hoc choice at the selected epoch "
                   f"({', '.join(CHOICES)})"),
               Key(FAILURE_REASON, "the exception line of a failed trial"),
-              Key(ORPHANED, "a run a killed driver left, its budget spent on a new trial")),
+              Key(ORPHANED, "a run a killed driver left, its budget spent on a new trial"),
+              Key(TEST_EVALUATIONS, "how often test was read for its checkpoint (`wsol "
+                  "evaluate` of its run id or of a version registered from it)")),
         params=(Key("pair", "<method>/<backbone>"),
                 Key("<trial field or hyperparameter>",
                     "a sampled or fixed value: a trial config field or a method hyperparameter"),),
@@ -285,7 +291,8 @@ SCHEMA: dict[str, Record] = {
                   "run id"),
               Key(MODEL_NAME, "the registered model, if a version was evaluated"),
               Key(MODEL_VERSION, "its version"),
-              Key(EVALUATION_NUMBER, "1 for the first reading of test of this model, 2, ..."),
+              Key(EVALUATION_NUMBER, "1 for the first reading of test of this trial's "
+                  "checkpoint, 2, ... (by version or run id alike)"),
               *_COMPARE_TAGS),
         params=tuple(Key(p, "reused from the trial" if p != "epoch" else "the selected epoch")
                      for p in EVALUATION_PARAMS),
@@ -315,7 +322,10 @@ SCHEMA: dict[str, Record] = {
               Key(CODE_VERSION, "the search's code version"),
               Key(DATASET_FINGERPRINT, "the search's dataset fingerprint"),
               Key(TRAIN_FULLSUP_SCORE, "the selection score it was promoted with"),
-              Key(TEST_EVALUATIONS, "how often test was read for it"),
+              Key(CHECKPOINT_SHA256, "sha256 of the trial's best.pt when promoted; `wsol "
+                  "evaluate` refuses a checkpoint that differs"),
+              Key(TEST_EVALUATIONS, "how often test was read for it (as the trial run's "
+                  "count: by version or run id alike)"),
               Key(LAST_EVALUATION_RUN, "its latest evaluation run"),
               *_COMPARE_TAGS)),
     "experiment": Record(

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
@@ -23,11 +22,12 @@ from wsol.scoring.selection import Normalisation
 from wsol.trial.artifacts import plot_curves, save_overlays, write_curves
 from wsol.trial.config import config_from_dict
 from wsol.trial.evaluation import RawBatch, SplitScore, Targets, infer, score_split
-from wsol.trial.runner import resolve_device
+from wsol.trial.runner import load_weights_only, resolve_device
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: str | Path, source: str | None = None) -> dict[str, Any]:
+    """As data only: a downloaded best.pt that needs pickled code is refused."""
+    return load_weights_only(Path(path), source=source)
 
 
 def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str | None = None,

@@ -2,12 +2,16 @@
 
 The choice uses train-fullsup scores only. The version carries the post-hoc choices the
 final evaluation must reuse (normalisation, percentile, threshold) and its lineage, and the
-alias moves to it while the version it replaces keeps a `previous` alias.
+alias moves to it while the version it replaces keeps a `previous` alias. The version records
+the sha256 of the trial's best.pt, so that `wsol evaluate` loads only the file promoted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Run
@@ -40,6 +44,7 @@ class Promotion:
     score: float
     choices: dict[str, str]
     lineage: dict[str, str]
+    checkpoint_sha256: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,13 +154,18 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
                      ("dataset_fingerprint", schema.DATASET_FINGERPRINT)):
         lineage[key] = "" if parent is None else parent.data.tags.get(tag, "")
     score = run.data.metrics[schema.SCORE]
+    digest = checkpoint_sha256(client, run.info.run_id)
     _ensure_model(client, name, f"WSOL {pair}: promoted search trials")
     version = _first_version(client, name, run.info.run_id)
-    if version is None:
+    if version is not None:
+        _keep_digest(client, name, version, run.info.run_id, digest)
+    else:
         version_tags = {schema.version_tag(k): v for k, v in {**choices, **lineage}.items()}
         version_tags.update({schema.TRAIN_FULLSUP_SCORE: f"{score:.6f}",
                              schema.METHOD: pair.method, schema.BACKBONE: pair.backbone,
-                             schema.DATASET: pair.dataset, schema.TEST_EVALUATIONS: "0"})
+                             schema.DATASET: pair.dataset, schema.CHECKPOINT_SHA256: digest,
+                             schema.TEST_EVALUATIONS: run.data.tags.get(
+                                 schema.TEST_EVALUATIONS, "0")})
         made = str(client.create_model_version(
             name, source=f"{run.info.artifact_uri}/checkpoint", run_id=run.info.run_id,
             tags=version_tags,
@@ -171,7 +181,38 @@ def register(client: MlflowClient, run: Run, alias: str) -> Promotion:
         client.set_registered_model_alias(name, schema.previous_alias(alias), previous)
     client.set_registered_model_alias(name, alias, version)
     return Promotion(f"models:/{name}@{alias}", name, version, run.info.run_id, alias,
-                     previous if previous != version else None, score, choices, lineage)
+                     previous if previous != version else None, score, choices, lineage,
+                     digest)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(client: MlflowClient, run_id: str) -> str:
+    """The sha256 of the trial's best.pt as it is stored now."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, schema.CHECKPOINT, tmp)
+        except (MlflowException, OSError) as error:
+            raise PromotionError(f"run {run_id} has no {schema.CHECKPOINT} artifact") from error
+        return file_sha256(Path(path))
+
+
+def _keep_digest(client: MlflowClient, name: str, version: str, run_id: str,
+                 digest: str) -> None:
+    """A version promoted before hashes were recorded gets one now; a version whose trial's
+    checkpoint was replaced since it was promoted is refused, not moved to."""
+    recorded = client.get_model_version(name, version).tags.get(schema.CHECKPOINT_SHA256)
+    if recorded is None:
+        client.set_model_version_tag(name, version, schema.CHECKPOINT_SHA256, digest)
+    elif recorded != digest:
+        raise PromotionError(f"the checkpoint of run {run_id} changed since it was promoted "
+                             f"as version {version} of {name}; refusing to promote it again")
 
 
 def _description(run: Run, choices: dict[str, str], score: float,

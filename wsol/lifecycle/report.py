@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import tempfile
 import warnings
 from collections import defaultdict
@@ -55,7 +56,9 @@ class PairResult:
 
     @cached_property
     def latest_evaluation(self) -> Run | None:
-        return max(self.evaluations, key=lambda r: r.info.start_time, default=None)
+        """The latest finished one: a reading that crashed is counted but has no numbers."""
+        return max((r for r in self.evaluations if r.info.status == "FINISHED"),
+                   key=lambda r: r.info.start_time, default=None)
 
     def value(self, split: str, metric: str) -> float | None:
         if split == protocol.SELECTION_SPLIT:
@@ -154,19 +157,24 @@ def write_csv(header: list[str], rows: list[list[str]], path: Path) -> None:
 # A cell LaTeX right-aligns: empty, a number, or "mean ± std".
 _NUMERIC = re.compile(r"([+-]?\d+(\.\d+)?(e[+-]?\d+)?( ± \d+(\.\d+)?)?)?")
 
+# Every character TeX gives a meaning to, each replaced in one pass (a replacement is never
+# escaped again): with `\`, `{`, `}` and `^` (TeX reads `^^5c` as a backslash) neutralised,
+# no cell of a run's tags or params can start a control sequence.
+_LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}",
+          "~": r"\textasciitilde{}", "$": r"\$", "&": r"\&", "%": r"\%", "_": r"\_",
+          "#": r"\#", "±": r"$\pm$", "\n": " ", "\r": " "}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(char, char) for char in text)
+
 
 def write_latex(header: list[str], rows: list[list[str]], path: Path) -> None:
-    def escape(text: str) -> str:
-        for char, replacement in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
-                                  ("_", r"\_"), ("#", r"\#"), ("±", r"$\pm$")):
-            text = text.replace(char, replacement)
-        return text
-
     columns = "".join("r" if all(_NUMERIC.fullmatch(row[i]) for row in rows) else "l"
                       for i in range(len(header)))
     lines = [r"\begin{tabular}{" + columns + "}", r"\toprule",
-             " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(escape(c) for c in row) + r" \\" for row in rows]
+             " & ".join(map(latex_escape, header)) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(latex_escape, row)) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     path.write_text("\n".join(lines) + "\n")
 
@@ -338,24 +346,33 @@ def build_report(client: MlflowClient, out: Path, experiments: list[str] | None 
         compare_id = report_compare.latest_compare_of(
             client, {t.data.tags.get(schema.PARENT, "") for r in results for t in r.trials})
     out.mkdir(parents=True, exist_ok=True)
-    header, rows = table(results)
-    sections = [] if compare_id is None else compare_sections(client, ids, compare_id, out)
-    extra, distributions = robustness_sections(results, out)
-    write_markdown(header, rows, out / "report.md", sections + extra)
-    write_csv(header, rows, out / "report.csv")
-    write_latex(header, rows, out / "report.tex")
-    plots = plot_threshold_curves(client, results, out) + plot_studies(results, out)
-    summary: dict[str, Any] = {"files": sorted(p.name for p in out.iterdir()),
-                               "pairs": [str(r.pair) for r in results], "report_run_id": None,
-                               "compare_id": compare_id}
-    if log:
-        experiment_id = ensure_experiment(client, schema.REPORT_EXPERIMENT, client.tracking_uri)
-        tags = {schema.KIND: schema.REPORT}
-        if compare_id:
-            tags[schema.COMPARE_ID] = compare_id
-        run = client.create_run(experiment_id, run_name="report", tags=tags)
-        client.log_artifacts(run.info.run_id, str(out))
-        client.set_terminated(run.info.run_id, "FINISHED")
-        summary["report_run_id"] = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        # Written apart, then copied into `out` and logged from here: the report run holds
+        # the files this report wrote, never the rest of `out` (a `--out .` holds .env).
+        staged = Path(tmp)
+        header, rows = table(results)
+        sections = ([] if compare_id is None
+                    else compare_sections(client, ids, compare_id, staged))
+        extra, distributions = robustness_sections(results, staged)
+        write_markdown(header, rows, staged / "report.md", sections + extra)
+        write_csv(header, rows, staged / "report.csv")
+        write_latex(header, rows, staged / "report.tex")
+        plots = plot_threshold_curves(client, results, staged) + plot_studies(results, staged)
+        written = sorted(staged.iterdir())
+        for path in written:
+            shutil.copyfile(path, out / path.name)
+        summary: dict[str, Any] = {"files": [p.name for p in written],
+                                   "pairs": [str(r.pair) for r in results],
+                                   "report_run_id": None, "compare_id": compare_id}
+        if log:
+            experiment_id = ensure_experiment(client, schema.REPORT_EXPERIMENT,
+                                              client.tracking_uri)
+            tags = {schema.KIND: schema.REPORT}
+            if compare_id:
+                tags[schema.COMPARE_ID] = compare_id
+            run = client.create_run(experiment_id, run_name="report", tags=tags)
+            client.log_artifacts(run.info.run_id, str(staged))
+            client.set_terminated(run.info.run_id, "FINISHED")
+            summary["report_run_id"] = run.info.run_id
     summary["plots"] = len(plots) + distributions
     return summary

@@ -6,6 +6,7 @@ the names wsol.common.tracking_schema declares.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -42,6 +43,20 @@ def experiment_ids(client: MlflowClient, names: Iterable[str] | None = None) -> 
             ids.append(found.experiment_id)
         return ids
     return [e.experiment_id for e in client.search_experiments()]
+
+
+def scope_note(client: MlflowClient, experiments: Iterable[str] | None,
+               searches: Iterable[str] | None) -> str | None:
+    """The line a command prints when it takes candidates from every experiment: on a shared
+    server, anyone who can edit an experiment there can put runs among them."""
+    if experiments or searches:
+        return None
+    shown = client.tracking_uri
+    parts = urllib.parse.urlsplit(shown)
+    if "@" in parts.netloc:  # never print a user:password@
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return (f"candidates from every experiment on {shown}: name --experiment or --search to "
+            "narrow")
 
 
 def _quote(value: str) -> str:

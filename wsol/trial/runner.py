@@ -4,6 +4,8 @@ The same function runs from `wsol train` and inside every search trial. The test
 never opened here. Output directory:
   best.pt       weights of the selected epoch + config + its train-fullsup metrics and choices
   last.pt       full state after the last finished epoch (resume point)
+Both hold tensors and plain values only and load with `weights_only=True`: a checkpoint from
+shared storage or a tracking server is data, never code.
   metrics.json  the selected epoch's numbers and the per-epoch history
   curves.json / curves.png / overlays.png  threshold curves and overlays of the selected epoch
 """
@@ -11,7 +13,9 @@ never opened here. Output directory:
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -67,14 +71,47 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state()}
+    """Plain values only (numpy's key array as a list), so last.pt loads as weights only."""
+    return plain({"python": random.getstate(), "numpy": np.random.get_state(),
+                  "torch": torch.get_rng_state()}, "rng state")
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+
+
+def plain(value: Any, where: str = "checkpoint") -> Any:
+    """`value` with numpy arrays and scalars as Python lists and numbers: what torch.load
+    with weights_only=True accepts. Anything else that is not a tensor or a plain value is
+    refused here, when saving, rather than found unloadable on resume or evaluation."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool | torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        return {key: plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(item, f"{where}[{i}]") for i, item in enumerate(value))
+    raise TypeError(f"{where} is a {type(value).__name__}; a checkpoint holds tensors and "
+                    "plain values only")
+
+
+def load_weights_only(path: Path, map_location: str | torch.device = "cpu",
+                      source: str | None = None) -> dict[str, Any]:
+    """A checkpoint as data: one that needs pickled code to load is refused in one line
+    (calling it `source`, else by its path), and that code never runs."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL (\S+)", str(error))
+        what = f" (it names {named.group(1)})" if named else ""
+        raise ValueError(f"{source or path} holds more than tensors and plain values{what}; "
+                         "refusing to load it") from None
 
 
 class Trial:
@@ -158,7 +195,7 @@ class Trial:
         start_epoch, best, history = 0, None, []
         last = self.out / "last.pt"
         if last.exists():
-            state = torch.load(last, map_location=self.device, weights_only=False)
+            state = load_weights_only(last, self.device)
             if state["config"] != c.to_dict():
                 raise ValueError(f"{last} was written by a different config; use a new --out")
             self.method.load_state_dict(state["method"])
@@ -193,8 +230,8 @@ class Trial:
         return self._write_metrics(best, history)
 
     def _save_best(self, epoch: int, metrics: dict[str, Any]) -> None:
-        state = {"config": self.config.to_dict(), "epoch": epoch, "metrics": metrics,
-                 "num_classes": self.method.num_classes,
+        state = {"config": plain(self.config.to_dict()), "epoch": epoch,
+                 "metrics": plain(metrics), "num_classes": self.method.num_classes,
                  "model": self.method.model.state_dict()}
         _atomic_save(state, self.out / "best.pt")
 
@@ -205,8 +242,9 @@ class Trial:
         save_overlays(self.val_data, self.targets, scored, batch, self.out / "overlays.png")
 
     def _save_last(self, epoch: int, best: dict | None, history: list) -> None:
-        state = {"config": self.config.to_dict(), "epoch": epoch, "best": best,
-                 "history": history, "method": self.method.state_dict(), "rng": _rng_state()}
+        state = {"config": plain(self.config.to_dict()), "epoch": epoch, "best": plain(best),
+                 "history": plain(history), "method": self.method.state_dict(),
+                 "rng": _rng_state()}
         _atomic_save(state, self.out / "last.pt")
 
     def _write_metrics(self, best: dict | None, history: list) -> dict[str, Any]:
