@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wsol.cli import main
+from wsol.common.outages import OUTAGE_LIMIT_ENV
 from wsol.common.typed_config import ConfigError
 from wsol.search.experiment import load_experiment
 from wsol.search.space import load_search_space
@@ -65,6 +66,52 @@ EXPERIMENTS = [
     ("max_failures: many", "max_failures: 'many' is not an int"),
     ("storage_path: null", "storage_path: None is not a string"),
     ("tracking_uri: 5", "tracking_uri: 5 is not a string"),
+    # Bounds (issue 25): finite numbers, maxima no real search reaches.
+    ("name: ../../x", "name: '../../x' is not 1-100 letters, digits, '.', '_' or '-'"),
+    ("name: a/b", "name: 'a/b' is not 1-100 letters"),
+    ("name: .hidden", "name: '.hidden' is not 1-100 letters"),
+    ("name: " + "x" * 5000, "... (5000 characters) is not 1-100 letters"),
+    ("name: " + "x" * 101, "(101 characters) is not 1-100 letters"),
+    ('name: "wsol\\ndemo"', "name: 'wsol\\ndemo' is not 1-100 letters"),
+    ("name: my search", "name: 'my search' is not 1-100 letters"),
+    ("max_concurrent: 100000", "max_concurrent: 100000 is not <= 4096"),
+    ("trials_per_pair: 1000000", "trials_per_pair: 1000000 is not <= 100000"),
+    ("max_failures: 100000", "max_failures: 100000 is not <= 1000"),
+    ("time_budget_s: .inf", "time_budget_s: inf is not a finite number"),
+    ("time_budget_s: 1e12", "time_budget_s: 1000000000000.0 is not <= 31536000"),
+    ("resources_per_trial: {gpu: 1e9}", "resources_per_trial.gpu: 1000000000.0 is not <= 64"),
+    ("resources_per_trial: {cpu: .inf}", "resources_per_trial.cpu: inf is not a finite number"),
+    ("resources_per_trial: {cpu: .nan}", "resources_per_trial.cpu: nan is not a finite number"),
+    ("resources_per_trial: {cpu: 100000}", "resources_per_trial.cpu: 100000 is not <= 1024"),
+    ("resources_per_trial: {memory: 1e20}", "resources_per_trial.memory: 1e+20 is not <= "),
+    ("resources_per_trial: {gpus: 1}", "resources_per_trial: unknown key 'gpus'"),
+    ("resources_per_trial: {cpu: 1, TPU: 1}", "resources_per_trial: unknown key 'TPU'"),
+    ("scheduler: {type: asha, reduction_factor: .inf}",
+     "scheduler.reduction_factor: inf is not a finite number"),
+    ("scheduler: {type: asha, reduction_factor: 1000}",
+     "scheduler.reduction_factor: 1000 is not <= 100"),
+    ("scheduler: {type: asha, grace_period: 100000}",
+     "scheduler.grace_period: 100000 is not <= 10000"),
+    ("param_ranges: {lr: {high: .inf}}", "param_ranges.lr.high: inf is not a finite number"),
+    ("param_ranges: {lr: {low: -.inf}}", "param_ranges.lr.low: -inf is not a finite number"),
+    ("param_ranges: {lr: {low: .nan}}", "param_ranges.lr.low: nan is not a finite number"),
+    ("seed: 4294967295", "seed: 4294967295 is not <= 2147483647"),
+    ("trial: {epochs: 1000000000}", "trial: epochs: 1000000000 is not <= 10000"),
+    ("trial: {lr: .inf}", "trial: lr: inf is not a finite number"),
+    ("trial: {weight_decay: .inf}", "trial: weight_decay: inf is not a finite number"),
+    ("trial: {num_workers: 100000}", "trial: num_workers: 100000 is not <= 256"),
+    ("trial: {batch_size: 1000000000}", "trial: batch_size: 1000000000 is not <= 65536"),
+    ("trial: {resize: 64, crop: 72}", "trial: crop: 72 is not <= resize (64)"),
+    ("trial: {device: bogus}", "trial: device: 'bogus' is not auto, cpu, cuda, cuda:N or mps"),
+    ("method_params: {cam: {lr: .inf}}", "method_params.cam: lr: inf is not a finite number"),
+    # Across keys: ASHA's first rung within the trials' epochs (Ray's assertion otherwise).
+    ("trial: {epochs: 1}", "scheduler.grace_period: 2 is more than trial.epochs 1 (ASHA's"),
+    ("scheduler: {type: asha, grace_period: 3}\ntrial: {epochs: 2}",
+     "scheduler.grace_period: 3 is more than trial.epochs 2"),
+    ("scheduler: {type: asha, grace_period: 12}",
+     "scheduler.grace_period: 12 is more than the default trial.epochs 10"),
+    ("method_params: {cam: {epochs: 1}}",
+     "scheduler.grace_period: 2 is more than method_params.cam.epochs 1"),
     ("- a\n- b", "the top level must be a mapping"),
     ("methods: [cam", "not valid YAML: line 3, column 1"),  # after search_spaces
 ]
@@ -105,6 +152,29 @@ TRIALS = [
     ("eval_every: 0", "eval_every: 0 is not >= 1"),
     ("resize: 2.5", "resize: 2.5 is not an int"),
     ("crop: '224'", "crop: '224' is not an int"),
+    # Bounds (issue 25): finite numbers, maxima no real run reaches.
+    ("epochs: 1000000000", "epochs: 1000000000 is not <= 10000"),
+    ("batch_size: 1000000000", "batch_size: 1000000000 is not <= 65536"),
+    ("num_workers: 100000", "num_workers: 100000 is not <= 256"),
+    ("lr: .inf", "lr: inf is not a finite number"),
+    ("lr: .nan", "lr: nan is not a finite number"),
+    ("lr: 1000", "lr: 1000 is not <= 100"),
+    ("weight_decay: .inf", "weight_decay: inf is not a finite number"),
+    ("weight_decay: 5", "weight_decay: 5 is not <= 1"),
+    ("lr_classifier_ratio: .inf", "lr_classifier_ratio: inf is not a finite number"),
+    ("momentum: .nan", "momentum: nan is not a finite number"),
+    ("pas_percentile: .nan", "pas_percentile: nan is not a finite number"),
+    ("ivr_percentiles: [.nan]", "ivr_percentiles[0]: nan is not a finite number"),
+    ("resize: 100000", "resize: 100000 is not <= 4096"),
+    ("eval_size: 100000", "eval_size: 100000 is not <= 4096"),
+    ("eval_every: 100000", "eval_every: 100000 is not <= 10000"),
+    ("lr_milestones: [100000]", "lr_milestones[0]: 100000 is not <= 10000"),
+    ("crop: 300", "crop: 300 is not <= resize (256)"),
+    ("resize: 200\ncrop: 224", "crop: 224 is not <= resize (200)"),
+    ("seed: 4294967295", "seed: 4294967295 is not <= 2147483647"),
+    ("device: bogus", "device: 'bogus' is not auto, cpu, cuda, cuda:N or mps"),
+    ("device: 'cuda:x'", "device: 'cuda:x' is not auto, cpu, cuda, cuda:N or mps"),
+    ("device: 'cpu '", "device: 'cpu ' is not auto"),
     ("- epochs", "the top level must be a mapping"),
     ("epochs: [1", "not valid YAML: line 2, column 1"),
 ]
@@ -160,6 +230,12 @@ SPACE_FILES = [
     ("method: bgc\ndefaults: [3]", "defaults[0]: 3 is not a mapping"),
     ("method: bgc\ndefaults: [{values: {}, source: x, table: 2}]",
      "defaults[0]: unknown key 'table'"),
+    ("method: cam\nparams: {lr: {type: float, low: 0.1, high: .inf}}",
+     "params.lr.high: inf is not a finite number"),
+    ("method: cam\nparams: {lr: {type: float, low: -.inf, high: 1}}",
+     "params.lr.low: -inf is not a finite number"),
+    ("method: cam\nparams: {epochs: {type: int, low: 1, high: .inf}}",
+     "params.epochs.high: inf is not a finite number"),
     ("method: cam\nextends: missing.yaml", "extends: "),
     ("method: cam\nextends: 3", "extends: 3 is not a string"),
     ("method: cam\nparams: {lr: {type: float", "not valid YAML"),
@@ -195,6 +271,14 @@ OVERRIDES = [
     (["eval_every=0"], "eval_every", "0 is not >= 1"),
     (["resize=2.5"], "resize", "2.5 is not an int"),
     (["crop='224'"], "crop", "'224' is not an int"),
+    (["lr=.inf"], "lr", "inf is not a finite number"),
+    (["epochs=1000000000"], "epochs", "1000000000 is not <= 10000"),
+    (["batch_size=1000000000"], "batch_size", "1000000000 is not <= 65536"),
+    (["num_workers=100000"], "num_workers", "100000 is not <= 256"),
+    (["weight_decay=.inf"], "weight_decay", "inf is not a finite number"),
+    (["seed=4294967295"], "seed", "4294967295 is not <= 2147483647"),
+    (["device=bogus"], "device", "'bogus' is not auto, cpu, cuda, cuda:N or mps"),
+    (["crop=300"], "crop", "300 is not <= resize (256)"),
     (["method=bgc", "tau_fg=high"], "tau_fg", "'high' is not a number (a bgc hyperparameter"),
     (["method=minmaxcam", "set_size=2.5"], "set_size", "2.5 is not an int"),
     (["lambda1=2"], "lambda1", "not a hyperparameter of cam (it belongs to minmaxcam)"),
@@ -215,7 +299,7 @@ def _one_line(error: ConfigError, source: Path, says: str) -> None:
     assert says in message, message
 
 
-@pytest.mark.parametrize(("text", "says"), EXPERIMENTS, ids=[c[0] for c in EXPERIMENTS])
+@pytest.mark.parametrize(("text", "says"), EXPERIMENTS, ids=[c[0][:80] for c in EXPERIMENTS])
 def test_malformed_experiment_values(tmp_path: Path, text: str, says: str) -> None:
     path = tmp_path / "experiment.yaml"
     path.write_text(f"search_spaces: {SPACES}\n{text}\n" if not text.startswith("-") else text)
@@ -266,3 +350,51 @@ def test_the_search_command_refuses_before_it_starts(tmp_path: Path, capsys, tex
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"wsol: error: {path}: "), lines
     assert not (tmp_path / "ray").exists()
+
+
+# Valid values at the bounds and the devices the trial runner takes are accepted.
+@pytest.mark.parametrize("text", ["epochs: 10000", "batch_size: 65536", "num_workers: 256",
+                                  "lr: 100", "weight_decay: 1", "seed: 2147483647",
+                                  "resize: 224\ncrop: 224", "device: auto", "device: cpu",
+                                  "device: cuda", "device: 'cuda:1'", "device: mps"])
+def test_values_at_the_bounds_are_taken(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "trial.yaml"
+    path.write_text(text + "\n")
+    load_config(path)
+
+
+@pytest.mark.parametrize("text", [
+    "name: wsol_cub-2.run", "name: " + "x" * 100, "seed: 2147483647", "max_concurrent: 4096",
+    "resources_per_trial: {cpu: 1024, gpu: 64, memory: 1e12}", "resources_per_trial: {}",
+    "scheduler: {type: fifo}\ntrial: {epochs: 1}", "trial: {epochs: 2}",
+    "scheduler: {type: asha, grace_period: 10}"])
+def test_experiment_values_at_the_bounds_are_taken(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(f"search_spaces: {SPACES}\n{text}\n")
+    load_experiment(path)
+
+
+# $WSOL_TRACKING_OUTAGE_LIMIT_S: a finite number of seconds > 0 (nan would disable the limit).
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-5", "soon", ""])
+def test_a_bad_outage_limit_is_refused_before_a_search(tmp_path: Path, monkeypatch, capsys,
+                                                        value: str) -> None:
+    monkeypatch.setenv(OUTAGE_LIMIT_ENV, value)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(f"search_spaces: {SPACES}\n")
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path)
+    message = str(error.value)
+    assert message == (f"${OUTAGE_LIMIT_ENV}: {value!r} is not a finite number of seconds "
+                       "> 0"), message
+    path.write_text(f"storage_path: {tmp_path / 'ray'}\n")
+    assert main(["search", "--config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and f"${OUTAGE_LIMIT_ENV}: {value!r}" in lines[0], lines
+    assert not (tmp_path / "ray").exists()
+
+
+def test_a_good_outage_limit_is_taken(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(OUTAGE_LIMIT_ENV, "120.5")
+    path = tmp_path / "experiment.yaml"
+    path.write_text(f"search_spaces: {SPACES}\n")
+    load_experiment(path)

@@ -11,13 +11,25 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 STRICT = ConfigDict(strict=True, extra="forbid")
+
+# The largest seed: numpy's and Optuna's samplers take seeds up to 2**32 - 1, and a search
+# seeds pair i's sampler with seed + i (plus the trials a continued study has), so the other
+# half of that range is left for those offsets.
+SEED_MAX = 2**31 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+
+def finite(low: float | None = None, high: float | None = None, *,
+           above: float | None = None, below: float | None = None) -> Any:
+    """A float field's bounds (ge/le, or gt/lt with above/below), never inf or nan."""
+    return Field(ge=low, le=high, gt=above, lt=below, allow_inf_nan=False)
 
 
 class _Loader(yaml.SafeLoader):
@@ -56,7 +68,7 @@ _EXPECTED = {
     "int_type": "an int", "float_type": "a number", "bool_type": "a bool (true or false)",
     "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
     "tuple_type": "a list", "none_required": "null", "model_type": "a mapping",
-    "dataclass_type": "a mapping",
+    "dataclass_type": "a mapping", "finite_number": "a finite number",
 }
 _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
            "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
@@ -81,7 +93,9 @@ def expectation(error: ErrorDetails) -> str:
         return _EXPECTED[kind]
     if kind in _BOUNDS:
         name, sign = _BOUNDS[kind]
-        return f"{sign} {context[name]:g}"
+        bound = context[name]  # a float field's bound is a float: 64 rather than 64.0
+        whole = isinstance(bound, int) or (isinstance(bound, float) and bound.is_integer())
+        return f"{sign} {int(bound)}" if whole else f"{sign} {bound:g}"
     if kind == "literal_error":
         return f"one of {context['expected'].replace(chr(39), '')}"
     return error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -11,14 +14,28 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from wsol.common.factories import Factories
+from wsol.common.outages import OUTAGE_LIMIT_ENV
 from wsol.common.paths import expand, project_file
-from wsol.common.typed_config import STRICT, ConfigError, build, check_value, read_mapping
+from wsol.common.typed_config import (
+    STRICT,
+    ConfigError,
+    Seed,
+    build,
+    check_value,
+    finite,
+    read_mapping,
+)
 from wsol.data.synthetic import PRESETS
 from wsol.methods.base import METHODS, method_order
 from wsol.models.backbones import BACKBONES
 from wsol.search.pairs import pair_name
 from wsol.trial.config import FILE_RELATIVE_KEYS as TRIAL_FILE_KEYS
-from wsol.trial.config import TrialConfig, config_from_dict, paths_relative_to_file
+from wsol.trial.config import (
+    MAX_EPOCHS,
+    TrialConfig,
+    config_from_dict,
+    paths_relative_to_file,
+)
 
 # Which row of the papers' default tables a dataset takes (fine-grained birds against the
 # general-object sets; the synthetic classes differ by one small part, like CUB's).
@@ -41,22 +58,43 @@ FILE_RELATIVE_KEYS = ("data_root", "metadata_root", "search_spaces", "storage_pa
 NonEmpty = Annotated[str, Field(min_length=1)]
 Names = Annotated[list[NonEmpty], Field(min_length=1)]
 
+# An experiment's name names folders (Ray's run, the search's log) and the MLflow experiment:
+# no path separators, no leading dot, no spaces or newlines.
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
+
+# Upper bounds no real search reaches (a slip such as `max_concurrent: 100000` is refused).
+MAX_CONCURRENT = 4_096
+MAX_TRIALS_PER_PAIR = 100_000
+MAX_FAILURES = 1_000
+MAX_TIME_BUDGET_S = 365 * 24 * 3600  # a year
+
+
+@dataclass(config=STRICT)
+class Resources:
+    """What one trial asks Ray for: Ray takes any other key as a custom resource that no node
+    has, and the trial would wait for it forever, so only these are known."""
+
+    cpu: Annotated[float, finite(0, 1024)] | None = None
+    gpu: Annotated[float, finite(0, 64)] | None = None
+    memory: Annotated[float, finite(0, 2**44)] | None = None  # bytes (16 TiB)
+
 
 @dataclass(config=STRICT)
 class Scheduler:
     """ASHA (per pair: trials of one pair compete) or FIFO (every trial runs all its epochs)."""
 
     type: Literal["asha", "fifo"] = "asha"
-    grace_period: Annotated[int, Field(ge=1)] = 2
-    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    grace_period: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 2
+    reduction_factor: Annotated[float, finite(above=1, high=100)] = 2.0
 
 
 @dataclass(config=STRICT)
 class ParamRange:
     """An experiment's replacement for some fields of a searched parameter's range."""
 
-    low: float | None = None
-    high: float | None = None
+    low: Annotated[float, finite()] | None = None
+    high: Annotated[float, finite()] | None = None
     log: bool | None = None
     choices: Annotated[list[Any], Field(min_length=1)] | None = None
 
@@ -75,11 +113,11 @@ class Experiment:
     # Default: every registered method, in report order.
     methods: Names = field(default_factory=method_order)
     backbones: Names = field(default_factory=lambda: ["tiny"])
-    trials_per_pair: Annotated[int, Field(ge=1)] = 4
-    time_budget_s: Annotated[float, Field(gt=0)] | None = None
-    max_concurrent: Annotated[int, Field(ge=1)] = 2
-    resources_per_trial: dict[NonEmpty, Annotated[float, Field(ge=0)]] = field(
-        default_factory=lambda: {"cpu": 1})
+    trials_per_pair: Annotated[int, Field(ge=1, le=MAX_TRIALS_PER_PAIR)] = 4
+    time_budget_s: Annotated[float, finite(above=0, high=MAX_TIME_BUDGET_S)] | None = None
+    max_concurrent: Annotated[int, Field(ge=1, le=MAX_CONCURRENT)] = 2
+    # cpu, gpu, memory (bytes): see Resources.
+    resources_per_trial: dict[NonEmpty, float] = field(default_factory=lambda: {"cpu": 1})
     # Optuna's sampler per pair, seeded (see SAMPLERS); random is the protocol's baseline.
     # The default is the replay benchmark's pick (docs/search-efficiency.md): with ASHA it
     # reached random search's final best in a median 0.31 of random's epochs.
@@ -92,7 +130,7 @@ class Experiment:
     # Tune's searcher checkpoint keeps the URL as written.
     optuna_storage: str | None = None
     # How often a trial whose worker or node died is restarted from its last checkpoint.
-    max_failures: Annotated[int, Field(ge=0)] = 2
+    max_failures: Annotated[int, Field(ge=0, le=MAX_FAILURES)] = 2
     # {type: asha, grace_period, reduction_factor} or {type: fifo}
     scheduler: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(Scheduler()))
     # The folder of <method>.yaml search spaces; default: the project's search_spaces/.
@@ -103,7 +141,7 @@ class Experiment:
     # Search ranges that replace a space's: {lr: {low: .., high: ..}} for every method that
     # searches lr, {bgc.lambda_sim: {...}} for one method (e.g. a CPU demo's larger rates).
     param_ranges: dict[NonEmpty, dict[str, Any]] = field(default_factory=dict)
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Seed = 0
     storage_path: NonEmpty = "mlruns/ray"
     tracking_uri: str | None = None
     ray_address: str | None = None
@@ -151,7 +189,15 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
     if isinstance(values.get("scheduler"), dict):
         values["scheduler"] = dataclasses.asdict(
             build(Scheduler, values["scheduler"], source, "scheduler"))
+    if isinstance(values.get("resources_per_trial"), dict):
+        given = build(Resources, values["resources_per_trial"], source, "resources_per_trial")
+        values["resources_per_trial"] = {k: v for k, v in dataclasses.asdict(given).items()
+                                         if v is not None}
     experiment = build(Experiment, values, source)
+    if not NAME.fullmatch(experiment.name):
+        name = experiment.name
+        shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
+        raise ConfigError(f"{source}: name: {shown} is not {NAME_RULE}")
     _known(experiment.methods, METHODS, source, "methods")
     _known(experiment.backbones, BACKBONES, source, "backbones")
     if experiment.synthetic_preset is not None and experiment.synthetic_preset not in PRESETS:
@@ -168,7 +214,43 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
     for method, params in experiment.method_params.items():
         _method_params(experiment, method, params, source)
     config_from_dict(experiment.trial_base(), f"{source}: trial")
+    _scheduler_fits(experiment, source)
+    check_outage_limit()
     return experiment
+
+
+def _scheduler_fits(experiment: Experiment, source: str) -> None:
+    """ASHA's first rung (grace_period) must come at or before a trial's last epoch: the
+    trials' epochs (ASHA's max_t) and each method's own `epochs` in method_params."""
+    if experiment.scheduler.get("type") != "asha":
+        return
+    grace = experiment.scheduler["grace_period"]
+    default = TrialConfig.epochs
+    epochs = [(f"trial.epochs {experiment.trial['epochs']}" if "epochs" in experiment.trial
+               else f"the default trial.epochs {default}",
+               experiment.trial.get("epochs", default))]
+    epochs += [(f"method_params.{method}.epochs {params['epochs']}", params["epochs"])
+               for method, params in experiment.method_params.items() if "epochs" in params]
+    for what, count in epochs:
+        if grace > count:
+            raise ConfigError(f"{source}: scheduler.grace_period: {grace} is more than {what} "
+                              "(ASHA's first rung must come at or before a trial's last "
+                              "epoch); lower grace_period, raise epochs or use "
+                              "scheduler: {type: fifo}")
+
+
+def check_outage_limit() -> None:
+    """$WSOL_TRACKING_OUTAGE_LIMIT_S, when set, is a finite number of seconds > 0 (read by
+    wsol.common.outages.outage_limit_s: nan would never stop a search that lost MLflow)."""
+    raw = os.environ.get(OUTAGE_LIMIT_ENV)
+    if raw is None:
+        return
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"${OUTAGE_LIMIT_ENV}: {raw!r} is not a finite number of seconds > 0")
 
 
 def _known(names: list[str], table: Factories, source: str, key: str) -> None:

@@ -15,7 +15,7 @@ import optuna
 import pydantic
 
 import wsol.methods  # noqa: F401  (registers the methods)
-from wsol.common.typed_config import STRICT, ConfigError, build, read_mapping
+from wsol.common.typed_config import STRICT, ConfigError, build, finite, read_mapping
 from wsol.methods.base import METHODS
 from wsol.trial.config import TrialConfig
 
@@ -113,8 +113,8 @@ class SearchSpace:
 class ParamSpec(pydantic.BaseModel):
     model_config = STRICT
     type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
+    low: Annotated[float, finite()] | None = None
+    high: Annotated[float, finite()] | None = None
     log: bool = False
     choices: Annotated[list[Any], pydantic.Field(min_length=1)] | None = None
     when: dict[str, Any] = pydantic.Field(default_factory=dict)

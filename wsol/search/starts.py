@@ -13,6 +13,7 @@ written.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def start_new(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str,
               logged: dict[str, Any]) -> ParentRun:
     """A new parent run (`logged`: the experiment as it records it) and its studies; the run
     ends FAILED if the studies cannot be made."""
+    _refuse_taken(experiment, uri, experiment_dir)
     trial = experiment.trial_base()
     metadata = trial.get("metadata_root") or str(Path(trial["data_root"]) / "metadata")
     experiment_id, run_id = start_search_run(uri, logged, {m: s.path for m, s in spaces.items()},
@@ -106,6 +108,22 @@ def start_continue(experiment: Experiment, spaces: dict[str, SearchSpace], uri: 
     write_record(experiment_dir, experiment_id, run_id, **{CONTINUED_KEY: name})
     return ParentRun(Mode.CONTINUE, experiment_id, run_id, experiment_dir, name, prefix,
                      studies)
+
+
+def _refuse_taken(experiment: Experiment, uri: str, experiment_dir: str) -> None:
+    """A new search never writes over the saved state of another of its name (its record
+    and tuner.pkl): a later --restore would resume the wrong search. It stops before its
+    parent run, in one line that says what to type instead."""
+    if not tune.Tuner.can_restore(experiment_dir):
+        return  # none, or one that failed before Tune started: nothing to resume there
+    status = "?"
+    with contextlib.suppress(Exception):  # the line is worth more than the status in it
+        status = MlflowClient(uri).get_run(read_record(experiment_dir)["run_id"]).info.status
+    raise ConfigError(
+        f"{experiment.name}: {experiment_dir} already holds a search of this name (its "
+        f"parent run {status}): run the same command with --more-trials N to give a finished "
+        "one N more trials per pair, or with --restore to resume an interrupted one, or set "
+        "another `name:` in the experiment file")
 
 
 def _saved_search(experiment: Experiment, mode: Mode, uri: str,

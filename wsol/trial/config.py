@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
 from wsol.common import protocol
@@ -20,8 +21,10 @@ from wsol.common.typed_config import (
     STRICT,
     ConfigError,
     OverrideError,
+    Seed,
     build,
     check_value,
+    finite,
     read_mapping,
     read_yaml,
 )
@@ -35,9 +38,22 @@ def _either(values: Sequence[object]) -> str:
     words = [str(v) for v in values]
     return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
 
-Positive = Annotated[int, Field(ge=1)]
-Rate = Annotated[float, Field(gt=0)]
-Percentile = Annotated[float, Field(ge=0, le=100)]
+# Upper bounds no real setting reaches, so that a slip (`epochs: 1000000000`, `lr: .inf`) is
+# refused on load rather than a trial that never ends, or runs out of memory, or trains on nan.
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_IMAGE_SIZE = 4_096  # pixels a side: resize, crop, eval_size
+MAX_WORKERS = 256
+MAX_LR = 100.0  # SGD rates are well below 1; large-batch LARS schedules peak near 10
+MAX_WEIGHT_DECAY = 1.0
+
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+Size = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIZE)]
+Rate = Annotated[float, finite(above=0, high=MAX_LR)]
+Percentile = Annotated[float, finite(0, 100)]
+# "auto" (CUDA when there is one, else the CPU) or a torch device the trial runner uses.
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
 
 @dataclass(config=STRICT)
@@ -51,17 +67,17 @@ class TrialConfig:
     data_root: str = "data/synthetic-demo"
     metadata_root: str | None = None  # default: <data_root>/metadata
     mask_root: str | None = None  # default: data_root
-    epochs: Positive = 10
-    batch_size: Positive = 32
+    epochs: Epochs = 10
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 32
     lr: Rate = 0.01
-    lr_classifier_ratio: Rate = 10.0
-    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    lr_milestones: list[Positive] = field(default_factory=list)
-    resize: Positive = 256
-    crop: Positive = 224
-    eval_size: Positive = 224
-    eval_every: Positive = 1
+    lr_classifier_ratio: Annotated[float, finite(above=0, high=1000)] = 10.0
+    weight_decay: Annotated[float, finite(0, MAX_WEIGHT_DECAY)] = 5e-4
+    momentum: Annotated[float, finite(0, below=1)] = 0.9
+    lr_milestones: list[Epochs] = field(default_factory=list)
+    resize: Size = 256
+    crop: Size = 224  # at most resize
+    eval_size: Size = 224
+    eval_every: Epochs = 1
     curve_interval: float = protocol.CURVE_INTERVALS[0]
     # "auto": MaxBoxAccV2 where train-fullsup has boxes, else PxAP.
     selection_metric: Literal["auto", protocol.SelectionMetric] = protocol.AUTO
@@ -73,14 +89,14 @@ class TrialConfig:
     ivr_percentiles: Annotated[list[Percentile], Field(min_length=1)] = field(
         default_factory=lambda: list(protocol.DEFAULT_IVR_PERCENTILES))
     pas_percentile: Percentile = protocol.DEFAULT_PAS_PERCENTILE
-    seed: Annotated[int, Field(ge=0)] = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: str = "auto"  # see DEVICES
     # Mixed precision for training steps (float16 with loss scaling on CUDA, bfloat16 on CPU);
     # score maps for evaluation are always computed in float32.
     amp: bool = False
     # NHWC memory layout for the model and its inputs (faster convolutions on tensor cores).
     channels_last: bool = False
-    num_workers: Annotated[int, Field(ge=0)] = 0
+    num_workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
     params: dict[str, Any] = field(default_factory=dict)
 
     @field_validator("curve_interval")
@@ -88,6 +104,21 @@ class TrialConfig:
     def _one_of_the_curve_steps(cls, value: float) -> float:
         if value not in protocol.CURVE_INTERVALS:
             raise ValueError(_either(protocol.CURVE_INTERVALS))
+        return value
+
+    @field_validator("crop")
+    @classmethod
+    def _inside_the_resized_image(cls, value: int, info: ValidationInfo) -> int:
+        resize = info.data.get("resize")
+        if resize is not None and value > resize:
+            raise ValueError(f"<= resize ({resize}): the crop is cut from the resized image")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _a_known_device(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError(DEVICES)
         return value
 
     @property
