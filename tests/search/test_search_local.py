@@ -139,6 +139,10 @@ class _FailingTuner:
     def fit(self) -> None:
         raise self.error
 
+    @staticmethod
+    def can_restore(path: str) -> bool:  # no saved search of this name yet
+        return False
+
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("error", "status"), [(RuntimeError("boom"), "FAILED"),

@@ -61,9 +61,14 @@ class MLflowTrialCallback(Callback):
     repeats its timestamp, which MLflow stores once), and an epoch a trial repeats after
     losing its worker is logged once (the first time)."""
 
+    # A callback pickled by an older version (a restored search) has no Tune run name: it
+    # retires, as it did, any run of its parent run that Ray does not know.
+    tune_run: str | None = None
+
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                 dataset: str):
+                 dataset: str, tune_run: str | None = None):
         self.tracking_uri = tracking_uri
+        self.tune_run = tune_run
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.dataset = dataset
@@ -143,6 +148,7 @@ class MLflowTrialCallback(Callback):
                 schema.TRIAL_NUMBER: str(number), schema.RAY_TRIAL_NAME: trial.name,
                 schema.KIND: schema.TRIAL, schema.METHOD: method, schema.BACKBONE: backbone,
                 schema.DATASET: self.dataset, schema.SELECTION_SPLIT: SELECTION_SPLIT,
+                **({schema.TUNE_RUN: self.tune_run} if self.tune_run else {}),
             }).info.run_id
             self.names[trial.trial_id] = name
             client.log_batch(run_id, params=[Param(k, v)
@@ -217,6 +223,13 @@ class MLflowTrialCallback(Callback):
         if self.refused is not None:  # every write would be refused the same way
             return
         if self.outage_since is not None and time.time() - self.last_attempt < outages.RETRY_S:
+            return
+        # A server that accepts and never answers would hold each write for the requests'
+        # full timeout: a short probe first keeps Tune's loop going.
+        silence = outages.unanswered(self.tracking_uri) if self.pending else None
+        if silence is not None:
+            self.last_attempt = time.time()
+            self._outage(silence)
             return
         while self.pending:
             try:
@@ -313,10 +326,14 @@ class MLflowTrialCallback(Callback):
     def _retire_orphans(self, known: set[str]) -> None:
         """Child runs that a killed driver made for trials Ray had not saved yet: the restored
         search spent their budget on new trials, so unfinished ones are deleted (MLflow keeps
-        them restorable) and finished ones, real results, are only tagged."""
+        them restorable) and finished ones, real results, are only tagged. Only runs of this
+        Tune run: the trials of earlier rounds (--more-trials), which this Tune run does not
+        know, stay as they ended."""
         client = self.client
+        mine = f" and tags.`{schema.TUNE_RUN}` = '{self.tune_run}'" if self.tune_run else ""
         children = client.search_runs([self.experiment_id],
-                                      f"tags.`{schema.PARENT}` = '{self.parent_run_id}'")
+                                      f"tags.`{schema.PARENT}` = '{self.parent_run_id}'" + mine,
+                                      max_results=10_000)
         for run in children:
             trial_id = run.data.tags.get(schema.RAY_TRIAL_ID)
             if trial_id is None or trial_id in known:

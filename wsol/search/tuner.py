@@ -60,7 +60,8 @@ def new_tuner(experiment: Experiment, spaces: dict[str, SearchSpace], parent: Pa
               budgets: dict[str, int], uri: str, storage_path: str) -> tune.Tuner:
     """A new search's Tune run, or a continuation's (`budgets`: trials per pair)."""
     assert parent.studies is not None
-    callback = MLflowTrialCallback(uri, parent.experiment_id, parent.run_id, experiment.dataset)
+    callback = MLflowTrialCallback(uri, parent.experiment_id, parent.run_id, experiment.dataset,
+                                   parent.tune_name)
     defaults = pair_defaults(experiment, spaces)
     progress = SearchProgress(
         budgets,
