@@ -22,7 +22,7 @@ from mlflow.protos.databricks_pb2 import (
     UNAUTHENTICATED,
 )
 from mlflow.tracking import MlflowClient
-from servers import free_port, mlflow_server, tcp_proxy
+from servers import free_port, mlflow_server, silent_proxy, tcp_proxy
 
 from wsol.common import outages
 from wsol.common import tracking_schema as schema
@@ -225,7 +225,8 @@ class _Refusing(BaseHTTPRequestHandler):
 
     def _refuse(self) -> None:
         status = self.server.status  # type: ignore[attr-defined]
-        self.server.hits += 1  # type: ignore[attr-defined]
+        if self.path != "/health":  # the driver's probe before it writes: not a write
+            self.server.hits += 1  # type: ignore[attr-defined]
         body = b"You are not authenticated." if status == 401 else b"Permission denied"
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
@@ -334,6 +335,45 @@ def test_a_server_away_past_the_limit_stops_with_one_clear_error(
                        r"while ending the search's run \(limit 2 s"):
         through_outage(uri, "ending the search's run", end_search_run, uri, run, "FINISHED",
                        SUMMARY, None)
+
+
+@pytest.mark.e2e
+def test_a_silent_server_does_not_hold_tunes_loop(served, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys) -> None:
+    """A server that accepts connections and never answers (a black hole, not a refusal):
+    each Tune step returns in seconds, not after the requests' 30 s timeout, the records wait
+    in order and are logged once the server answers again."""
+    uri, port, target, run = served
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    experiment_id = MlflowClient(f"http://127.0.0.1:{target}").get_run(run).info.experiment_id
+    callback = MLflowTrialCallback(uri, experiment_id, run, "synthetic")
+    records = [Record("start", TRIAL), Record("result", TRIAL, {
+        "step": 0, "metrics": {EPOCH: 0.0}, "timestamp": 1000, "node_id": None})]
+    callback.pending.extend(records)
+    with silent_proxy(port):
+        for _ in range(2):  # the first try and a retry
+            time.sleep(outages.RETRY_S + 0.1)
+            started = time.monotonic()
+            callback.on_step_end(0, [])
+            assert time.monotonic() - started < 12
+            assert callback.outage_since is not None and callback.pending == records
+    with tcp_proxy(port, target):
+        time.sleep(outages.RETRY_S + 0.1)
+        callback.on_step_end(0, [])
+        assert not callback.pending and callback.outage_since is None
+        run_id = callback.runs[TRIAL.trial_id]
+        history = MlflowClient(uri).get_metric_history(run_id, EPOCH)
+    assert [m.step for m in history] == [0]
+    said = capsys.readouterr().err
+    assert f"MLflow at {uri} unreachable (" in said and "timed out" in said, said
+    assert "MLflow reachable again" in said
+
+
+def test_only_silence_counts_as_unanswered() -> None:
+    """Not a store without HTTP, nor a refused connection (MLflow's own request fails as
+    fast, and says why)."""
+    assert outages.unanswered("sqlite:///mlflow.db") is None
+    assert outages.unanswered(f"http://127.0.0.1:{free_port()}") is None
 
 
 def test_a_refusal_is_raised_at_once(store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ two ways of trying again that the search and the lifecycle commands share.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -34,6 +35,10 @@ T = TypeVar("T")
 RETRY_S = 5.0
 OUTAGE_LIMIT_ENV = "WSOL_TRACKING_OUTAGE_LIMIT_S"
 DEFAULT_OUTAGE_LIMIT_S = 900.0
+# How long the driver waits for any answer from an HTTP tracking server before it writes
+# its queued records (outages.unanswered): far below the requests' own timeout, which a
+# large artifact upload needs.
+PROBE_TIMEOUT_S = 3.0
 # A SQLite store refuses a transaction while another process holds its lock (after SQLite's
 # own busy wait): promote's and evaluate's calls are tried again for this long.
 LOCK_RETRY_S = 60.0
@@ -113,7 +118,11 @@ def outage_limit_s() -> float:
     """How long the driver keeps a search going while MLflow is unreachable
     ($WSOL_TRACKING_OUTAGE_LIMIT_S, default 15 minutes): a server restart or a bad minute of S3
     is ridden out, a store that is gone for good stops the search instead of training blind."""
-    return float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_OUTAGE_LIMIT_S))
+    raw = os.environ.get(OUTAGE_LIMIT_ENV)
+    limit = DEFAULT_OUTAGE_LIMIT_S if raw is None else float(raw)
+    if not (math.isfinite(limit) and limit > 0):  # nan would switch the limit off
+        raise ValueError(f"${OUTAGE_LIMIT_ENV}: {raw!r} is not a finite number of seconds > 0")
+    return limit
 
 
 def through_outage(uri: str, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -316,6 +325,29 @@ def _transient_aws(error: BaseException) -> bool:
         return status >= 500 or code in ("SlowDown", "Throttling", "ThrottlingException",
                                          "RequestTimeout", "ServiceUnavailable")
     return False
+
+
+def unanswered(uri: str, timeout_s: float | None = None) -> requests.Timeout | None:
+    """The timeout when an HTTP(S) tracking server gave no answer at all to a GET of its
+    /health within `timeout_s` (PROBE_TIMEOUT_S), else None. A server that accepts
+    connections and never answers (a hung host or proxy: a black hole, not a refusal) would
+    hold each of MLflow's requests for its full timeout, and the callback's writes with it
+    Tune's control loop; this probe costs at most `timeout_s`. Any answer, whatever its
+    status (401, 404 behind a proxy), and any other failure (refused: MLflow's own request
+    fails as fast) leave the judgement to the real request."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+    started = time.monotonic()
+    try:
+        with requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s, stream=True):
+            return None
+    except requests.Timeout as error:
+        return error
+    except requests.RequestException as error:  # e.g. a TLS handshake that timed out
+        if time.monotonic() - started < timeout_s:
+            return None
+        return requests.Timeout(f"no answer from {uri} in {timeout_s:.0f} s ({error})")
 
 
 def quick_failing_http() -> None:

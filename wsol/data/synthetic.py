@@ -22,6 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wsol.common.durable import replace_durably
+
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # Bumped whenever the rendering changes, so data written by an older generator is detected.
 GENERATOR_VERSION = 2
@@ -233,7 +235,7 @@ def ensure_generated(out: str | Path, cfg: SynthConfig, seed: int = 0) -> bool:
     try:
         generate(staging, cfg, seed)
         try:
-            staging.rename(root)
+            replace_durably(staging, root)  # a crash leaves no truncated image behind
         except OSError:  # another caller finished first
             return False
         return True

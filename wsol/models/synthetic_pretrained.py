@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from wsol.common.durable import replace_durably
 from wsol.data.synthetic import GENERATOR_VERSION, SynthConfig, render_image
 from wsol.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -168,8 +169,8 @@ def _write_atomic(path: Path, state: dict[str, torch.Tensor], sidecar: dict) -> 
         weights.chmod(0o644)  # mkstemp's 0600 would hide it from the machine's other users
         sidecar["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
         side.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
-        os.replace(side, path.with_suffix(".json"))
-        os.replace(weights, path)
+        replace_durably(side, path.with_suffix(".json"))  # fsync'd: a crash leaves no
+        replace_durably(weights, path)  # empty weights under the final name
     finally:
         weights.unlink(missing_ok=True)
         side.unlink(missing_ok=True)

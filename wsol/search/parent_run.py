@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from wsol.common import tracking_schema as schema
 from wsol.common.console import error_line, say
+from wsol.common.durable import write_bytes_atomic
 from wsol.common.protocol import SELECTION_SPLIT
 from wsol.common.tracking_store import ensure_experiment, flat_params, open_store, ui_link
 
@@ -170,12 +171,17 @@ def _record_path(experiment_dir: str) -> tuple[pyarrow.fs.FileSystem, str]:
 
 def write_record(experiment_dir: str, experiment_id: str, run_id: str, **record: str) -> None:
     """Where a restored search finds its MLflow parent run (and, once continued, the Tune run
-    of its latest continuation)."""
+    of its latest continuation). On a local disk it is written aside, fsync'd and renamed
+    (wsol.common.durable): a crash never leaves a truncated record that fails --restore; an
+    object store's put is whole already."""
     fs, path = _record_path(experiment_dir)
     fs.create_dir(path, recursive=True)
+    data = json.dumps({"experiment_id": experiment_id, "run_id": run_id, **record}).encode()
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        write_bytes_atomic(f"{path}/wsol_parent_run.json", data)
+        return
     with fs.open_output_stream(f"{path}/wsol_parent_run.json") as out:
-        out.write(json.dumps({"experiment_id": experiment_id, "run_id": run_id,
-                              **record}).encode())
+        out.write(data)
 
 
 def read_record(experiment_dir: str) -> dict[str, str]:

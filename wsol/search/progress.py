@@ -27,18 +27,34 @@ from wsol.search.pairs import PAIR_KEY
 from wsol.trial.config import TrialConfig
 
 PROGRESS_EVERY_S = 30.0  # and a tenth of the time spent once that is longer (at most 10 min)
+# The search's log holds one driver start; the starts before it are kept as search.log.1
+# (the last one), search.log.2, ... up to this many logs in all.
+LOGS_KEPT = 10
 
 def _console_handler(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and \
         not isinstance(handler, logging.FileHandler)
 
 
+def rotate_log(path: Path, kept: int | None = None) -> None:
+    """`path` -> `path`.1 -> `path`.2 ..., the oldest of `kept` (LOGS_KEPT) logs removed: each
+    driver start (a restore, a continuation) begins a log of its own, so a search's folder
+    does not grow by every start's output forever."""
+    kept = LOGS_KEPT if kept is None else kept
+    names = [path] + [path.with_name(f"{path.name}.{n}") for n in range(1, max(kept, 1))]
+    names[-1].unlink(missing_ok=True)
+    for newer, older in zip(reversed(names[:-1]), reversed(names[1:]), strict=True):
+        if newer.exists():
+            newer.replace(older)
+
+
 @contextlib.contextmanager
 def console_to_log(path: Path) -> Iterator[None]:
     """Ray's, Tune's, Optuna's and MLflow's loggers, the trials' forwarded output and anything
-    else printed go to `path` (appended: a restored search continues it); `say` still
-    reaches the terminal."""
+    else printed go to `path`, begun afresh (the log of the previous start is `path`.1, see
+    rotate_log); `say` still reaches the terminal."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(path)
     with path.open("a", buffering=1) as log:
         log.write(f"\n===== search started {datetime.now().isoformat(timespec='seconds')} "
                   f"(pid {os.getpid()})\n")
@@ -68,11 +84,12 @@ def worker_output_to(path: Path) -> None:
     """The trials' output (their epoch lines, Ray Train's checkpoint lines) goes to `path`
     for the rest of this Ray session (until ray.shutdown). Ray forwards it to the driver
     asynchronously, the last trial's often after the search has returned, so a redirect of
-    sys.stdout for the search's duration would let it through to the terminal."""
+    sys.stdout for the search's duration would let it through to the terminal. Each batch
+    opens and closes the file: no handle outlives the search (nothing would close one, as
+    ray.shutdown only drops the handler), however late the last batch comes."""
     dispatcher = getattr(ray_logging, "global_worker_stdstream_dispatcher", None)
     if dispatcher is None or not hasattr(ray_worker, "filter_autoscaler_events"):
         return  # another Ray: its output then goes where sys.stdout does
-    log = path.open("a", buffering=1)
 
     def write(batch: dict[str, Any]) -> None:
         lines = batch.get("lines", [])
@@ -80,7 +97,7 @@ def worker_output_to(path: Path) -> None:
             lines = list(ray_worker.filter_autoscaler_events(lines))
         who = batch.get("actor_name") or batch.get("task_name") or "ray"
         prefix = f"({who} pid={batch.get('pid')}, ip={batch.get('ip')})"
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(OSError), path.open("a") as log:
             log.writelines(f"{prefix} {line}\n" for line in lines)
 
     # Ray's own handler has this name; ray.shutdown() removes it, and ours with it.

@@ -7,12 +7,15 @@ checkpoint, so a trial restored on any node resumes where it stopped.
 Tune retries a failed trial (the experiment's max_failures) whatever failed. A lost worker or
 node, or storage that was briefly unreachable, deserve it; an error of the trial itself (a
 non-finite loss, a bad setting) would only repeat its epochs. So such an error is noted beside
-the trial's Tune state and a retry raises it again at once.
+the trial's Tune state and a retry raises it again at once. An error of the node (a full or
+failing disk, a data file missing there) is not noted: the retry, scheduled afresh, may run
+on a sound node.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import shutil
 import sys
@@ -41,6 +44,29 @@ ERROR_NOTE = "wsol_trial_error.txt"
 
 class RepeatedTrialError(RuntimeError):
     """A retry of a trial that failed by its own error: the same error, without training."""
+
+
+# The errors of one node's disks and resources, not of the trial: another node may not have
+# them. ENOENT: a data file missing on this node (its copy of the benchmark incomplete).
+_NODE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT,
+                          errno.ESTALE, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
+                          errno.ENODEV, errno.ENXIO})
+
+
+def node_local(error: BaseException) -> bool:
+    """An OSError of the node the trial ran on (disk full or failing, read-only, a missing
+    file): worth a retry elsewhere, so not noted as the trial's own. A FileNotFoundError
+    counts without its errno (PyTorch's DataLoader re-raises a worker's error by type and
+    message alone). An error raised from another counts when the one it came from does."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, FileNotFoundError) or \
+                (isinstance(current, OSError) and current.errno in _NODE_ERRNOS):
+            return True
+        current = current.__cause__
+    return False
 
 
 def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
@@ -132,7 +158,7 @@ def search_trial(sampled: dict[str, Any], base: dict[str, Any],
     try:
         _search_trial(sampled, base, method_params, pair_defaults, synthetic_preset, limit_s)
     except Exception as error:
-        if not transient(error):
+        if not transient(error) and not node_local(error):
             with contextlib.suppress(OSError):  # the trial's own error is the one to see
                 filesystem.create_dir(note.rsplit("/", 1)[0], recursive=True)
                 with filesystem.open_output_stream(note) as out:
