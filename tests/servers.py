@@ -162,6 +162,43 @@ def tcp_proxy(port: int, target: int) -> Iterator[None]:
         process.wait()
 
 
+_SILENT = """
+import asyncio, sys
+
+async def handle(reader, writer):
+    try:
+        while await reader.read(65536):
+            pass  # read and never answer
+    except OSError:
+        pass
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]),
+                                        reuse_address=True)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def silent_proxy(port: int) -> Iterator[None]:
+    """A black hole on 127.0.0.1:`port`: connections are accepted and what is sent is read,
+    but nothing ever answers (a hung host or load balancer, not a refusal). Stopping it
+    resets its connections; a tcp_proxy on the same port then brings the service back."""
+    process = subprocess.Popen([sys.executable, "-c", _SILENT, str(port)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
 def bucket_objects(endpoint: str) -> dict[str, bytes]:
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=FAKE_KEY_ID,
                       aws_secret_access_key=FAKE_SECRET, region_name="us-east-1")
@@ -267,3 +304,23 @@ def ray_nodes(head_cpus: int, worker_cpus: tuple[int, ...] = (), dashboard: bool
     finally:
         kill_processes_mentioning(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def kill_tree_mentioning(marker: str) -> None:
+    """SIGKILL the processes whose command line holds `marker` and all their descendants, as a
+    machine that goes away ends them (a server's workers, a loop's children included)."""
+    children: dict[int, list[int]] = {}
+    marked = []
+    for pid, parent, cmdline in _processes():
+        children.setdefault(parent, []).append(pid)
+        if marker.encode() in cmdline and pid != os.getpid():
+            marked.append(pid)
+    doomed, todo = set(), list(marked)
+    while todo:
+        pid = todo.pop()
+        if pid not in doomed:
+            doomed.add(pid)
+            todo.extend(children.get(pid, []))
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

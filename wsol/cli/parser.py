@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from wsol.cli import common, compare, data, evaluate, promote, report, score, search, train
+from wsol.cli import (
+    common,
+    compare,
+    data,
+    evaluate,
+    promote,
+    report,
+    score,
+    search,
+    store,
+    train,
+)
 
-# In the order of the flow: data, trial, search, what happens to a search's results.
-SUBCOMMANDS = (data, score, train, search, promote, evaluate, report, compare)
+# In the order of the flow: data, trial, search, what happens to a search's results; then
+# the upkeep of the store they all write.
+SUBCOMMANDS = (data, score, train, search, promote, evaluate, report, compare, store)
 
 
 def build_parser() -> argparse.ArgumentParser:

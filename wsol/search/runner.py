@@ -27,6 +27,7 @@ from wsol.common import tracking_schema as schema
 from wsol.common.console import say
 from wsol.common.outages import through_outage
 from wsol.common.paths import expand, is_uri
+from wsol.common.store_backup import after_search
 from wsol.common.tracking_store import (
     DEFAULT_TRACKING_URI,
     refuse_credentials,
@@ -104,7 +105,9 @@ def run_search(experiment: Experiment, restore: bool = False,
         tuner = restored_tuner(parent, trainable) if mode is Mode.RESTORE else None
         if mode is not Mode.NEW:
             reopen_search_run(uri, parent.run_id)
-        with ended_on_error(uri, parent.run_id):
+        # The head's store (and an S3-stored search's journal) to $WSOL_STORE_BACKUP at the end.
+        with after_search(log.parent.parent if is_uri(storage) else None), \
+                ended_on_error(uri, parent.run_id):
             if tuner is None:
                 assert optuna_storage is not None
                 tag_studies(uri, parent, optuna_url, experiment.sampler)
