@@ -4,7 +4,7 @@
 # This follows Ray's documented SLURM pattern (docs.ray.io, "Deploying on Slurm").
 #
 #   sbatch /path/to/wsol/cluster/slurm.sh --config experiments/cub.yaml \
-#       --storage-path /shared/wsol/ray --tracking-uri sqlite:///$HOME/wsol-mlflow.db
+#       --storage-path /shared/wsol/ray/$USER --tracking-uri sqlite:///$HOME/wsol-mlflow.db
 #   sbatch --nodes=4 --gpus-per-node=8 /path/to/wsol/cluster/slurm.sh --config ...
 #
 # Arguments go to search.py; --address is set here. Every node must see the project (and its

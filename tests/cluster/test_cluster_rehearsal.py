@@ -8,7 +8,9 @@ cluster is started as gpu.yaml's start commands do: a head with no CPUs for tria
 joined with `ray start --address`, both with Ray's token authentication on (RAY_AUTH_MODE=token,
 the token made by the README's command in the head's ~/.ray/auth_token, where gpu.yaml's
 file_mounts put it); MLflow is `mlflow server` with its artifacts on S3 (moto). A client without
-the token is refused by the GCS and by the dashboard's job API.
+the token is refused by the GCS and by the dashboard's job API. The README's `$USER` is expanded by
+the teammate's shell on the laptop (bash here, with USER=alice) while the driver runs as the
+head's user (USER=ubuntu): the search's Ray state lies under ray/alice/.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -31,14 +32,19 @@ from servers import BUCKET, aws_env, bucket_objects, mlflow_server, ray_nodes, s
 pytestmark = pytest.mark.e2e  # starts moto's S3, `mlflow server` and `ray start` nodes
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+TEAMMATE, HEAD_USER = "alice", "ubuntu"  # who types the README's command; who runs the driver
 
 
-def readme_command(prefix: str) -> list[str]:
-    """The README's command that starts with `prefix`, continuation lines joined."""
+def readme_command(prefix: str, env: dict[str, str]) -> list[str]:
+    """The README's command that starts with `prefix`, continuation lines joined, split into
+    words by bash as the teammate's own shell does before Ray sends it ($USER is theirs)."""
     text = (REPO / "README.md").read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
     assert lines, f"README has no command starting with {prefix!r}"
-    return shlex.split(lines[0].split("  #")[0])
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + lines[0].split("  #")[0]],
+                           env={**env, "USER": TEAMMATE}, capture_output=True, text=True,
+                           check=True, timeout=60).stdout
+    return words.split("\0")[:-1]
 
 
 def rehearsal_args(args: list[str], tracking_uri: str) -> list[str]:
@@ -81,7 +87,7 @@ def cluster(tmp_path: Path):
             # What the cluster files' ~/.bashrc line exports for `ray submit`'s driver.
             yield {"s3": endpoint, "uri": uri, "nodes": nodes, "home": home,
                    "env": {**base, **env, "RAY_ADDRESS": nodes.address, "HOME": str(home),
-                           "RAY_AUTH_MODE": "token"}}
+                           "RAY_AUTH_MODE": "token", "USER": HEAD_USER}}
 
 
 def check_refused_without_the_token(cluster: dict, tmp_path: Path) -> None:
@@ -127,12 +133,17 @@ def check_search(cluster: dict, experiment: str = "wsol-synthetic-smoke") -> Non
     for run in trials:
         assert any(run.info.run_id in key and key.endswith("checkpoint/best.pt")
                    for key in objects)
-    assert any(key.startswith("ray/wsol-synthetic-smoke/") for key in objects)
+    # The search's Ray state under the teammate's folder (the README's $USER), nowhere else
+    # (S3 folder markers such as `ray/` aside).
+    assert any(key.startswith(f"ray/{TEAMMATE}/wsol-synthetic-smoke/") for key in objects)
+    stray = [key for key in objects if key.startswith("ray/") and not key.endswith("/")
+             and not key.startswith(f"ray/{TEAMMATE}/")]
+    assert not stray, stray
 
 
 def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: Path) -> None:
     check_refused_without_the_token(cluster, tmp_path)
-    submit = readme_command("ray submit cluster/gpu.yaml search.py")
+    submit = readme_command("ray submit cluster/gpu.yaml search.py", cluster["env"])
     args = rehearsal_args(submit[submit.index("--") + 1:], cluster["uri"])
     home = cluster["home"]
     shutil.copy(REPO / "search.py", home / "search.py")  # what `ray submit` rsyncs
@@ -151,7 +162,7 @@ def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: 
 
 
 def test_ray_job_submit_with_the_project_as_working_dir(cluster) -> None:
-    job = readme_command("ray job submit")
+    job = readme_command("ray job submit", cluster["env"])
     assert job[job.index("--working-dir") + 1] == "."
     entry = job[job.index("--") + 1:]
     assert entry[:2] == ["python", "search.py"]

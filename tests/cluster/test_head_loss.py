@@ -45,6 +45,7 @@ BIN = Path(sys.executable).parent
 GPU_YAML = REPO / "cluster" / "gpu.yaml"
 NAME = "headloss"
 MODEL = schema.model_name("synthetic", "cam", "tiny")
+CHAMPION = f"models:/{MODEL}@{schema.CHAMPION}"
 
 
 def head_commands(home: Path, port: int) -> list[str]:
@@ -153,53 +154,62 @@ def servers_and_nodes(tmp_path: Path):
             yield {**env, "RAY_ADDRESS": nodes.address}
 
 
-def test_a_lost_sqlite_head_comes_back_whole(tmp_path: Path, tiny_synth: Path,
-                                             servers_and_nodes: dict[str, str]) -> None:
-    env, home = servers_and_nodes, tmp_path / "head"
+def search_promote_evaluate(tmp_path: Path, data: Path, home: Path,
+                            env: dict[str, str]) -> dict[str, Any]:
+    """On a new head: a search (its end backed up), a promote and a first test evaluation;
+    returns the store's state."""
     uri = new_head(home, env)
-    config = experiment_file(tmp_path, tiny_synth, uri)
+    config = experiment_file(tmp_path, data, uri)
     out = driver(["--config", str(config), "--address", env["RAY_ADDRESS"]], home, env)
     assert "tracking store backed up to s3://" in out, out[-3000:]
     cli(["promote", "--method", "cam", "--backbone", "tiny"], uri, tmp_path, env)
-    model = f"models:/{MODEL}@{schema.CHAMPION}"
-    cli(["evaluate", "--model", model, "--device", "cpu"], uri, tmp_path, env)
-    evaluated = time.time()
-    before = store_state(uri, home)
-    assert [v[1] for v in before["versions"].values()] == ["1"]
-    assert sum(len(trials) for trials in before["studies"].values()) == 1
-    wait_for_a_backup_after(home, evaluated)
+    cli(["evaluate", "--model", CHAMPION, "--device", "cpu"], uri, tmp_path, env)
+    state = store_state(uri, home)
+    assert [v[1] for v in state["versions"].values()] == ["1"]  # one version, evaluated once
+    assert {a: str(v) for a, v in state["aliases"].items()} == {schema.CHAMPION: "1"}
+    assert sum(len(trials) for trials in state["studies"].values()) == 1
+    return state
 
+
+def comes_back_and_goes_on(tmp_path: Path, data: Path, home: Path, env: dict[str, str],
+                           before: dict[str, Any]) -> None:
+    """The head lost and a new one set up by the same commands: the store is as it was, and
+    `wsol evaluate` (count 2) and `--more-trials 1` (in the same study) go on."""
     lose_head(home)
     uri = new_head(home, env)
     assert store_state(uri, home) == before
-    out = cli(["evaluate", "--model", model, "--device", "cpu"], uri, tmp_path, env)
+    out = cli(["evaluate", "--model", CHAMPION, "--device", "cpu"], uri, tmp_path, env)
     assert "test evaluation #2" in out, out
-    config = experiment_file(tmp_path, tiny_synth, uri)
+    config = experiment_file(tmp_path, data, uri)
     driver(["--config", str(config), "--address", env["RAY_ADDRESS"], "--more-trials", "1"],
            home, env)
     after = store_state(uri, home)
+    assert [v[1] for v in after["versions"].values()] == ["2"]
     assert [len(trials) for trials in after["studies"].values()] == [2]
     trials = [r for r in after["runs"].values() if r[0] == "FINISHED" and "lr" in r[2]]
     assert len(trials) == 2
     lose_head(home)
 
 
+def test_a_lost_sqlite_head_comes_back_whole(tmp_path: Path, tiny_synth: Path,
+                                             servers_and_nodes: dict[str, str]) -> None:
+    env, home = servers_and_nodes, tmp_path / "head"
+    before = search_promote_evaluate(tmp_path, tiny_synth, home, env)
+    assert (home / "mlflow.db").is_file()
+    wait_for_a_backup_after(home, time.time())  # the promote and evaluate reach the bucket
+    comes_back_and_goes_on(tmp_path, tiny_synth, home, env, before)
+
+
 def test_a_team_server_on_postgresql_outlives_the_head(tmp_path: Path, tiny_synth: Path,
                                                         servers_and_nodes: dict[str, str]
                                                         ) -> None:
     """The server on a database of its own ($WSOL_MLFLOW_DB, no password in it): nothing of
-    the store on the head but the journal, which the bucket keeps."""
+    the store on the head but the Optuna journal (the default optuna_storage), which the
+    search's end backs up; no wait for the periodic backup, since the database keeps every
+    other write."""
     with postgres_server(tmp_path / "pg") as template:
         database = template.replace(":{password}", "")
         env, home = {**servers_and_nodes, "WSOL_MLFLOW_DB": database}, tmp_path / "head"
-        uri = new_head(home, env)
-        config = experiment_file(tmp_path, tiny_synth, uri)
-        driver(["--config", str(config), "--address", env["RAY_ADDRESS"]], home, env)
-        cli(["promote", "--method", "cam", "--backbone", "tiny"], uri, tmp_path, env)
-        before = store_state(uri, home)
+        before = search_promote_evaluate(tmp_path, tiny_synth, home, env)
         assert not (home / "mlflow.db").exists()
-        lose_head(home)
-        uri = new_head(home, env)
-        assert store_state(uri, home) == before
-        assert len(before["runs"]) >= 2 and len(before["versions"]) == 1
-        lose_head(home)
+        comes_back_and_goes_on(tmp_path, tiny_synth, home, env, before)
