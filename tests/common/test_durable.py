@@ -1,6 +1,7 @@
 """Every write-then-rename fsyncs its data before the rename and the folder after it, so a
 machine's crash leaves the old file or the whole new one, never an empty one under the
-final name: the synthetic backbone, the synthetic benchmark, the search's record."""
+final name: the synthetic backbone, the synthetic benchmark, the search's record, a
+trial's checkpoints."""
 
 from __future__ import annotations
 
@@ -82,3 +83,12 @@ def test_the_search_record_is_written_aside_and_fsynced(
     assert read_record(str(folder))["tune_run"] == "b"
     _synced_before(events, folder / "wsol_parent_run.json")
     assert [p.name for p in folder.iterdir()] == ["wsol_parent_run.json"]
+
+
+def test_a_trials_checkpoint_is_fsynced(tmp_path: Path, events: list[tuple[str, str]]) -> None:
+    from wsol.trial.runner import _atomic_save
+
+    path = tmp_path / "last.pt"
+    _atomic_save({"epoch": 3, "w": torch.ones(2)}, path)
+    _synced_before(events, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 3

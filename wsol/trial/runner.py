@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 import wsol.methods  # noqa: F401  (registers the methods)
 from wsol.common import protocol
+from wsol.common.durable import replace_durably
 from wsol.data.datasets import EvalDataset, TrainDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform, train_transform
@@ -259,14 +260,14 @@ class Trial:
         }
         tmp = self.out / "metrics.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, default=float))
-        tmp.replace(self.out / "metrics.json")
+        replace_durably(tmp, self.out / "metrics.json")
         return summary
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
-    tmp.replace(path)
+    replace_durably(tmp, path)
 
 
 def _progress_line(config: TrialConfig, epoch: int, record: dict[str, Any]) -> str:
