@@ -78,7 +78,8 @@ def _guarded(start: Callable[..., Any], what: str) -> Callable[..., Any]:
 
 
 # Before any test module imports them by name.
-for _name in ("s3_server", "mlflow_server", "postgres_server", "ray_nodes", "tcp_proxy"):
+for _name in ("s3_server", "mlflow_server", "postgres_server", "ray_nodes", "tcp_proxy",
+              "silent_proxy"):
     setattr(servers, _name, _guarded(getattr(servers, _name), f"servers.{_name}"))
 
 

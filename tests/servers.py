@@ -101,6 +101,18 @@ def mlflow_server(workdir: Path, s3_endpoint: str | None = None, app: str | None
         yield uri
 
 
+# A script's own `handle(reader, writer)` served on 127.0.0.1:argv[1], "ready" once listening.
+_SERVE = """
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]),
+                                        reuse_address=True)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
 _PROXY = """
 import asyncio, sys
 
@@ -121,15 +133,6 @@ async def handle(reader, writer):
         writer.close()
         return
     await asyncio.gather(pipe(reader, target[1]), pipe(target[0], writer))
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]),
-                                        reuse_address=True)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
 """
 
 
@@ -152,14 +155,8 @@ def tcp_proxy(port: int, target: int) -> Iterator[None]:
     """Forwards 127.0.0.1:`port` to `target`: stopping it takes a service away (connections
     refused) while the service behind keeps its state, as S3 keeps a bucket through its bad
     minutes; starting it again on the same port brings the service back."""
-    process = subprocess.Popen([sys.executable, "-c", _PROXY, str(port), str(target)],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    with _script_server(_PROXY + _SERVE, port, target):
         yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 _SILENT = """
@@ -172,15 +169,6 @@ async def handle(reader, writer):
     except OSError:
         pass
     writer.close()
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]),
-                                        reuse_address=True)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
 """
 
 
@@ -189,7 +177,14 @@ def silent_proxy(port: int) -> Iterator[None]:
     """A black hole on 127.0.0.1:`port`: connections are accepted and what is sent is read,
     but nothing ever answers (a hung host or load balancer, not a refusal). Stopping it
     resets its connections; a tcp_proxy on the same port then brings the service back."""
-    process = subprocess.Popen([sys.executable, "-c", _SILENT, str(port)],
+    with _script_server(_SILENT + _SERVE, port):
+        yield
+
+
+@contextmanager
+def _script_server(script: str, *args: int) -> Iterator[None]:
+    """`script` run in its own Python, from its "ready" line until the block ends."""
+    process = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"

@@ -83,14 +83,7 @@ def refused_access(error: BaseException) -> bool:
     """An authorisation failure (401 / 403 from MLflow or S3, no or bad AWS credentials):
     not an outage, nor one bad record. An error raised from another counts when the one it
     came from does."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _refused_one(current):
-            return True
-        current = current.__cause__
-    return False
+    return _in_chain(error, _refused_one)
 
 
 def _refused_one(error: BaseException) -> bool:
@@ -253,11 +246,16 @@ def transient(error: BaseException) -> bool:
     unavailable server (502/503/504), S3 unreachable or throttling, SQLite locked by another
     writer. Anything else (a refusal, a missing file, a plain server error) is not. An error
     raised from another (`raise ... from`) counts when the one it came from does."""
+    return _in_chain(error, _transient_one)
+
+
+def _in_chain(error: BaseException, test: Callable[[BaseException], bool]) -> bool:
+    """`test` holds for `error` or for one it was raised from (its `__cause__` chain)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _transient_one(current):
+        if test(current):
             return True
         current = current.__cause__
     return False
