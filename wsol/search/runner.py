@@ -43,6 +43,7 @@ from wsol.search.space import SearchSpace
 from wsol.search.starts import (
     Mode,
     ParentRun,
+    refuse_taken,
     start_continue,
     start_new,
     start_restore,
@@ -88,6 +89,9 @@ def run_search(experiment: Experiment, restore: bool = False,
     optuna_storage = _open_rdb(experiment, optuna_url) if "://" in optuna_url else None
     per_pair = more_trials or experiment.trials_per_pair
     budgets = {pair: per_pair for pair in experiment.pairs()}
+    experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
+    if mode is Mode.NEW:  # before Ray starts and the log turns over
+        refuse_taken(experiment, tracking_uri(experiment.tracking_uri), experiment_dir)
     with console_to_log(log):
         say(f"search {experiment.name}: {len(budgets)} (method, backbone) pairs x "
             f"{per_pair} trials, {experiment.max_concurrent} at a time"
@@ -96,7 +100,6 @@ def run_search(experiment: Experiment, restore: bool = False,
         prepare_data(experiment)
         uri = _start_services(experiment, log)
         trainable = trainable_for(experiment, spaces)
-        experiment_dir = f"{storage.rstrip('/')}/{experiment.name}"
         if mode is not Mode.RESTORE:
             optuna_storage = optuna_storage or open_storage(optuna_url)
         parent = _begin(experiment, spaces, mode, uri, experiment_dir, optuna_url,

@@ -66,7 +66,7 @@ def start_new(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str,
               logged: dict[str, Any]) -> ParentRun:
     """A new parent run (`logged`: the experiment as it records it) and its studies; the run
     ends FAILED if the studies cannot be made."""
-    _refuse_taken(experiment, uri, experiment_dir)
+    refuse_taken(experiment, uri, experiment_dir)
     trial = experiment.trial_base()
     metadata = trial.get("metadata_root") or str(Path(trial["data_root"]) / "metadata")
     experiment_id, run_id = start_search_run(uri, logged, {m: s.path for m, s in spaces.items()},
@@ -110,10 +110,11 @@ def start_continue(experiment: Experiment, spaces: dict[str, SearchSpace], uri: 
                      studies)
 
 
-def _refuse_taken(experiment: Experiment, uri: str, experiment_dir: str) -> None:
+def refuse_taken(experiment: Experiment, uri: str, experiment_dir: str) -> None:
     """A new search never writes over the saved state of another of its name (its record
     and tuner.pkl): a later --restore would resume the wrong search. It stops before its
-    parent run, in one line that says what to type instead."""
+    parent run (run_search asks first, before Ray starts), in one line that says what to type
+    instead."""
     if not tune.Tuner.can_restore(experiment_dir):
         return  # none, or one that failed before Tune started: nothing to resume there
     status = "?"
