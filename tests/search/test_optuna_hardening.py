@@ -1,6 +1,6 @@
 """What keeps the persisted studies safe and a search's state honest: no RDB password reaches
 MLflow, a report to an Optuna trial that already ended is skipped, trials left RUNNING are
-marked FAIL when the search ends."""
+marked FAIL when the search ends, the searcher's saved state is data (JSON), never unpickled."""
 
 from __future__ import annotations
 
@@ -87,3 +87,45 @@ def test_a_new_search_never_takes_over_an_existing_study(tmp_path: Path) -> None
         prepare_study(storage, "s", "cam/tiny", "tpe", space, "run", resume=False)
     assert optuna.load_study(study_name="s/cam/tiny", storage=storage).user_attrs == {}
     assert prepare_study(storage, "s~run", "cam/tiny", "tpe", space, "run", resume=False)
+
+
+def test_the_searcher_state_round_trips_as_json(tmp_path: Path) -> None:
+    """Saved by one driver, restored onto the searcher a restored Tune run brings back (a
+    fresh one on the same study): which Optuna trial each Tune trial is, what was told."""
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    searcher, study = _searcher(storage)
+    searcher.suggest("t1")
+    searcher.suggest("t2")
+    searcher.on_trial_result("t1", {"score": 0.3, "training_iteration": 1})
+    searcher.on_trial_complete("t2", {"score": 0.7, "training_iteration": 1})
+    path = tmp_path / "searcher-state.pkl"
+    searcher.save(str(path))
+    json.loads(path.read_text())  # plain data
+    search = OptunaSearch(lambda trial: {"lr": trial.suggest_float("lr", 1e-4, 1e-1)},
+                          metric="score", mode="max", study_name="s/cam/tiny", storage=storage)
+    restored = PairedSearcher({"cam/tiny": search}, {"cam/tiny": 2}, "score", "max")
+    restored.restore(str(path))
+    assert restored.remaining == {"cam/tiny": 0}
+    assert restored.owner == {"t1": "cam/tiny", "t2": "cam/tiny"}
+    assert restored.linked == {"t1", "t2"}
+    assert search._completed_trials == {"t2"}
+    restored.on_trial_complete("t1", {"score": 0.4, "training_iteration": 2})
+    values = {t.user_attrs["ray_trial_id"]: t.value for t in study.trials}
+    assert values == {"t1": 0.4, "t2": 0.7}
+
+
+def test_a_planted_pickle_is_refused_without_running(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "searcher-state.pkl"
+    path.write_bytes(pickle.dumps({"remaining": Payload()}))
+    searcher, _ = _searcher(open_storage(str(tmp_path / "optuna.journal")))
+    with pytest.raises(ValueError, match="not a searcher state this version wrote"):
+        searcher.restore(str(path))
+    assert not marker.exists()

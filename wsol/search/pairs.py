@@ -9,7 +9,7 @@ carries its Tune trial id and MLflow run id as user attributes (wsol.search.stud
 from __future__ import annotations
 
 import contextlib
-import pickle
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +17,7 @@ import optuna
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 
 from wsol.search.studies import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
 
@@ -104,19 +105,50 @@ class PairedSearcher(Searcher):
         searcher.on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"searchers": self.searchers, "remaining": self.remaining,
-                         "owner": self.owner, "run_of": self.run_of, "linked": self.linked},
-                        handle)
+        """The searcher's state as JSON: the file lies on the search's storage, which others
+        may write, so it is read back as data, never unpickled. The studies hold the rest."""
+        state = {"remaining": self.remaining, "owner": self.owner, "linked": sorted(self.linked),
+                 "pairs": {pair: _optuna_state(searcher)
+                           for pair, searcher in self.searchers.items()}}
+        with open(checkpoint_path, "w") as handle:
+            json.dump(state, handle)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            state = pickle.load(handle)
-        self.searchers = state["searchers"]
-        self.remaining = state["remaining"]
-        self.owner = state["owner"]
-        self.run_of = state.get("run_of")
-        self.linked = state.get("linked", set())
+        """The state `save` wrote, onto the searchers Tune restored (their studies open)."""
+        try:
+            with open(checkpoint_path) as handle:
+                state = json.load(handle)
+            self.remaining = {str(p): int(n) for p, n in state["remaining"].items()}
+            self.owner = {str(t): str(p) for t, p in state["owner"].items()}
+            self.linked = {str(t) for t in state["linked"]}
+            for pair, saved in state["pairs"].items():
+                _restore_optuna(self.searchers[pair], saved)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{checkpoint_path}: not a searcher state this version wrote "
+                             f"({type(error).__name__}: {error})") from None
+
+
+def _optuna_state(searcher: Searcher) -> dict[str, Any]:
+    """What an OptunaSearch holds beyond its study: which Optuna trial each Tune trial is,
+    the trials it told, and the start points it has not suggested yet."""
+    assert isinstance(searcher, OptunaSearch)
+    return {"trials": {t: trial._trial_id for t, trial in searcher._ot_trials.items()},
+            "completed": sorted(searcher._completed_trials),
+            "points_to_evaluate": searcher._points_to_evaluate}
+
+
+def _restore_optuna(searcher: Searcher, saved: dict[str, Any]) -> None:
+    assert isinstance(searcher, OptunaSearch)
+    study = searcher._ot_study
+    if study is None:
+        raise ValueError("its Optuna searcher has no study")
+    searcher._ot_trials = {str(t): optuna.Trial(study, int(number))
+                           for t, number in saved["trials"].items()}
+    searcher._completed_trials = {str(t) for t in saved["completed"]}
+    searcher._points_to_evaluate = [dict(point) for point in saved["points_to_evaluate"]]
+    # The sampler came back as Tune saved it at the start: a fresh random stream keeps it
+    # from drawing the points of the search's first trials again.
+    study.sampler.reseed_rng()
 
 
 class PairedASHA(FIFOScheduler):
