@@ -83,7 +83,7 @@ def refused_access(error: BaseException) -> bool:
     """An authorisation failure (401 / 403 from MLflow or S3, no or bad AWS credentials):
     not an outage, nor one bad record. An error raised from another counts when the one it
     came from does."""
-    return _in_chain(error, _refused_one)
+    return in_cause_chain(error, _refused_one)
 
 
 def _refused_one(error: BaseException) -> bool:
@@ -246,10 +246,10 @@ def transient(error: BaseException) -> bool:
     unavailable server (502/503/504), S3 unreachable or throttling, SQLite locked by another
     writer. Anything else (a refusal, a missing file, a plain server error) is not. An error
     raised from another (`raise ... from`) counts when the one it came from does."""
-    return _in_chain(error, _transient_one)
+    return in_cause_chain(error, _transient_one)
 
 
-def _in_chain(error: BaseException, test: Callable[[BaseException], bool]) -> bool:
+def in_cause_chain(error: BaseException, test: Callable[[BaseException], bool]) -> bool:
     """`test` holds for `error` or for one it was raised from (its `__cause__` chain)."""
     seen: set[int] = set()
     current: BaseException | None = error

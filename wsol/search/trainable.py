@@ -29,7 +29,7 @@ import pyarrow.fs
 import ray
 from ray import tune
 
-from wsol.common.outages import RETRY_S, outage_limit_s, transient
+from wsol.common.outages import RETRY_S, in_cause_chain, outage_limit_s, transient
 from wsol.common.tracking_schema import TRIAL_METRICS
 from wsol.data.synthetic import PRESETS, ensure_generated
 from wsol.search.pairs import PAIR_KEY
@@ -58,15 +58,8 @@ def node_local(error: BaseException) -> bool:
     file): worth a retry elsewhere, so not noted as the trial's own. A FileNotFoundError
     counts without its errno (PyTorch's DataLoader re-raises a worker's error by type and
     message alone). An error raised from another counts when the one it came from does."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, FileNotFoundError) or \
-                (isinstance(current, OSError) and current.errno in _NODE_ERRNOS):
-            return True
-        current = current.__cause__
-    return False
+    return in_cause_chain(error, lambda one: isinstance(one, FileNotFoundError) or (
+        isinstance(one, OSError) and one.errno in _NODE_ERRNOS))
 
 
 def trial_config_values(sampled: dict[str, Any], base: dict[str, Any],
