@@ -112,7 +112,12 @@ def outage_limit_s() -> float:
     ($WSOL_TRACKING_OUTAGE_LIMIT_S, default 15 minutes): a server restart or a bad minute of S3
     is ridden out, a store that is gone for good stops the search instead of training blind."""
     raw = os.environ.get(OUTAGE_LIMIT_ENV)
-    limit = DEFAULT_OUTAGE_LIMIT_S if raw is None else float(raw)
+    if raw is None:
+        return DEFAULT_OUTAGE_LIMIT_S
+    try:
+        limit = float(raw)
+    except ValueError:
+        limit = math.nan
     if not (math.isfinite(limit) and limit > 0):  # nan would switch the limit off
         raise ValueError(f"${OUTAGE_LIMIT_ENV}: {raw!r} is not a finite number of seconds > 0")
     return limit

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import re
 from dataclasses import field
 from pathlib import Path
@@ -14,7 +12,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from wsol.common.factories import Factories
-from wsol.common.outages import OUTAGE_LIMIT_ENV
+from wsol.common.outages import outage_limit_s
 from wsol.common.paths import expand, project_file
 from wsol.common.typed_config import (
     STRICT,
@@ -240,17 +238,12 @@ def _scheduler_fits(experiment: Experiment, source: str) -> None:
 
 
 def check_outage_limit() -> None:
-    """$WSOL_TRACKING_OUTAGE_LIMIT_S, when set, is a finite number of seconds > 0 (read by
-    wsol.common.outages.outage_limit_s: nan would never stop a search that lost MLflow)."""
-    raw = os.environ.get(OUTAGE_LIMIT_ENV)
-    if raw is None:
-        return
+    """$WSOL_TRACKING_OUTAGE_LIMIT_S, when set, is a finite number of seconds > 0 (nan would
+    never stop a search that lost MLflow): refused before the search starts, not mid-way."""
     try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"${OUTAGE_LIMIT_ENV}: {raw!r} is not a finite number of seconds > 0")
+        outage_limit_s()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _known(names: list[str], table: Factories, source: str, key: str) -> None:
