@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from wsol.common.console import say
@@ -177,7 +177,7 @@ def restore(db: Path | None, journal_root: Path | None, prefix: str) -> list[str
 
 
 def backup_every(seconds: float, db: Path | None, journal_root: Path | None,
-                 prefix: str) -> None:
+                 prefix: str) -> NoReturn:
     """Backs up every `seconds` until killed: the window a lost head can lose. A failed
     backup (S3 away) is reported and tried again at the next tick."""
     while True:
