@@ -237,16 +237,26 @@ def ray_workers(temp_dir: str, title: str = "ray::ImplicitFunc") -> dict[int, st
             if parent in raylets and titles[pid].startswith(title.encode())}
 
 
+def processes_mentioning(marker: str) -> list[int]:
+    """The processes (not this one) whose command line holds `marker`."""
+    return [pid for pid, _, cmdline in _processes()
+            if marker.encode() in cmdline and pid != os.getpid()]
+
+
 def kill_processes_mentioning(marker: str) -> None:
-    """SIGKILL the processes whose command line holds `marker`, and their children. Unlike
+    """SIGKILL the processes whose command line holds `marker` and all their descendants, as
+    a machine that goes away ends them (a server's workers, a loop's children). Unlike
     `ray stop`, this leaves any other Ray instance on the machine (a developer's demo) alive."""
-    parents: dict[int, int] = {}
-    marked: set[int] = set()
-    for pid, parent, cmdline in _processes():
-        parents[pid] = parent
-        if marker.encode() in cmdline:
-            marked.add(pid)
-    doomed = marked | {pid for pid, parent in parents.items() if parent in marked}
+    children: dict[int, list[int]] = {}
+    for pid, parent, _ in _processes():
+        children.setdefault(parent, []).append(pid)
+    doomed: set[int] = set()
+    todo = processes_mentioning(marker)
+    while todo:
+        pid = todo.pop()
+        if pid not in doomed:
+            doomed.add(pid)
+            todo.extend(children.get(pid, []))
     for pid in doomed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -299,23 +309,3 @@ def ray_nodes(head_cpus: int, worker_cpus: tuple[int, ...] = (), dashboard: bool
     finally:
         kill_processes_mentioning(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def kill_tree_mentioning(marker: str) -> None:
-    """SIGKILL the processes whose command line holds `marker` and all their descendants, as a
-    machine that goes away ends them (a server's workers, a loop's children included)."""
-    children: dict[int, list[int]] = {}
-    marked = []
-    for pid, parent, cmdline in _processes():
-        children.setdefault(parent, []).append(pid)
-        if marker.encode() in cmdline and pid != os.getpid():
-            marked.append(pid)
-    doomed, todo = set(), list(marked)
-    while todo:
-        pid = todo.pop()
-        if pid not in doomed:
-            doomed.add(pid)
-            todo.extend(children.get(pid, []))
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from ray.autoscaler._private.util import prepare_config, validate_config
-from servers import free_port, kill_processes_mentioning
+from servers import free_port, kill_processes_mentioning, processes_mentioning
 
 from wsol.search.cluster_rehearsal import FAKE_HEAD_TYPE, fake_config, head_start_args
 
@@ -253,17 +253,6 @@ HOSTNAME = """#!/bin/bash
 # Stand-in hostname: every stand-in node is this machine, on loopback.
 if [[ ${1:-} == --ip-address ]]; then echo 127.0.0.1; else echo "${SLURMD_NODENAME:-node}"; fi
 """
-
-
-def processes_mentioning(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
 
 
 def loopback_namespace_works() -> bool:

@@ -30,7 +30,7 @@ from servers import (
     BUCKET,
     aws_env,
     free_port,
-    kill_tree_mentioning,
+    kill_processes_mentioning,
     postgres_server,
     ray_nodes,
     s3_server,
@@ -81,7 +81,7 @@ def new_head(home: Path, env: dict[str, str]) -> str:
 
 def lose_head(home: Path) -> None:
     """What `ray down` does to the head: its processes gone, its disk gone."""
-    kill_tree_mentioning(str(home))
+    kill_processes_mentioning(str(home))
     time.sleep(1)
     subprocess.run(["rm", "-rf", str(home)], check=True)
 
