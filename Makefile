@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYNTH ?= data/synthetic-demo
 
-.PHONY: demo baselines test lint bench lock
+.PHONY: demo baselines test lint bench lock docs
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	tests/loopback_only.sh $(PY) -m pytest
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -1,7 +1,7 @@
 """cluster/gpu.yaml passes Ray's own cluster-config validation and installs from the lock; the
 cluster files turn Ray's token authentication on, give every AWS node type an instance profile
-scoped to the project's bucket prefixes (the README's policies), and look for an `mlflow server`
-of their own user only."""
+scoped to the project's bucket prefixes (the manual's policies, docs/cluster/security.md), and
+look for an `mlflow server` of their own user only."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "cluster" / "gpu.yaml"
 LOCAL = REPO / "cluster" / "local.yaml"
 SLURM = REPO / "cluster" / "slurm.sh"
+SECURITY_PAGE = REPO / "docs" / "cluster" / "security.md"
 
 
 def load() -> dict:
@@ -107,13 +108,13 @@ def test_the_slurm_job_makes_and_exports_its_own_token():
 # --- IAM: an instance profile on every node type, scoped to the bucket ----------------------
 
 
-def readme_policy(name: str) -> dict:
-    """The README's IAM policy for instance profile `name` (the first ```json block after the
-    line that introduces it)."""
-    text = (REPO / "README.md").read_text()
+def manual_policy(name: str) -> dict:
+    """The manual's IAM policy for instance profile `name` (the first ```json block after the
+    line that introduces it, in docs/cluster/security.md)."""
+    text = SECURITY_PAGE.read_text()
     start = text.index(f"`{name}` policy")
     block = re.search(r"```json\n(.*?)```", text[start:], re.S)
-    assert block, f"README shows no policy for {name}"
+    assert block, f"{SECURITY_PAGE.name} shows no policy for {name}"
     return json.loads(block.group(1))
 
 
@@ -160,8 +161,8 @@ def test_every_node_type_has_an_instance_profile_ray_accepts():
                for node in prepared["available_node_types"].values())
 
 
-def test_the_readme_policies_reach_the_bucket_prefixes_only():
-    worker, head = readme_policy("wsol-worker"), readme_policy("wsol-head")
+def test_the_manual_policies_reach_the_bucket_prefixes_only():
+    worker, head = manual_policy("wsol-worker"), manual_policy("wsol-head")
     objects = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
     bucket = "arn:aws:s3:::YOUR-BUCKET/"
     # Workers: read the datasets, read and write Ray's storage (trial checkpoints); no EC2/IAM.
@@ -187,8 +188,10 @@ def test_the_readme_policies_reach_the_bucket_prefixes_only():
     iam = [s for s in statements(head) if any(a.startswith("iam:") for a in s["Action"])]
     assert [s["Action"] for s in iam] == [["iam:PassRole"]]
     assert iam[0]["Resource"] == ["arn:aws:iam::YOUR-ACCOUNT-ID:role/wsol-worker"]
-    # What the cluster file and the README's commands use lies inside these prefixes.
-    text = CONFIG.read_text() + (REPO / "README.md").read_text()
+    # What the cluster file and the commands of the README and the manual use lies inside
+    # these prefixes.
+    text = "".join(p.read_text() for p in [CONFIG, REPO / "README.md",
+                                           *sorted((REPO / "docs").rglob("*.md"))])
     for uri in set(re.findall(r"s3://YOUR-BUCKET/([\w-]+)", text)):
         assert uri in {"datasets", "ray", "mlflow"}, uri
 

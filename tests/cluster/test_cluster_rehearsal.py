@@ -1,4 +1,4 @@
-"""The README's cluster commands rehearsed on one machine, the way Ray runs them.
+"""The manual's cluster commands (docs/cluster/aws.md), rehearsed on one machine as Ray runs them.
 
 `ray submit cluster/gpu.yaml search.py -- ARGS` copies search.py alone to the head's home and
 runs `python ~/search.py ARGS` there; `ray job submit --working-dir . -- python search.py ARGS`
@@ -6,9 +6,9 @@ uploads the project and runs it in a scratch folder. Both must find the experime
 spaces and data through the path rule (wsol.common.paths), not through the working directory. The
 cluster is started as gpu.yaml's start commands do: a head with no CPUs for trials and a worker
 joined with `ray start --address`, both with Ray's token authentication on (RAY_AUTH_MODE=token,
-the token made by the README's command in the head's ~/.ray/auth_token, where gpu.yaml's
+the token made by the manual's command in the head's ~/.ray/auth_token, where gpu.yaml's
 file_mounts put it); MLflow is `mlflow server` with its artifacts on S3 (moto). A client without
-the token is refused by the GCS and by the dashboard's job API. The README's `$USER` is expanded by
+the token is refused by the GCS and by the dashboard's job API. The manual's `$USER` is expanded by
 the teammate's shell on the laptop (bash here, with USER=alice) while the driver runs as the
 head's user (USER=ubuntu): the search's Ray state lies under ray/alice/.
 """
@@ -31,16 +31,17 @@ from servers import BUCKET, aws_env, bucket_objects, mlflow_server, ray_nodes, s
 
 pytestmark = pytest.mark.e2e  # starts moto's S3, `mlflow server` and `ray start` nodes
 REPO = Path(__file__).resolve().parents[2]
+AWS_PAGE = REPO / "docs" / "cluster" / "aws.md"
 BIN = Path(sys.executable).parent
-TEAMMATE, HEAD_USER = "alice", "ubuntu"  # who types the README's command; who runs the driver
+TEAMMATE, HEAD_USER = "alice", "ubuntu"  # who types the manual's command; who runs the driver
 
 
-def readme_command(prefix: str, env: dict[str, str]) -> list[str]:
-    """The README's command that starts with `prefix`, continuation lines joined, split into
+def manual_command(prefix: str, env: dict[str, str]) -> list[str]:
+    """The manual's command that starts with `prefix`, continuation lines joined, split into
     words by bash as the teammate's own shell does before Ray sends it ($USER is theirs)."""
-    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    text = AWS_PAGE.read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
-    assert lines, f"README has no command starting with {prefix!r}"
+    assert lines, f"{AWS_PAGE.name} has no command starting with {prefix!r}"
     words = subprocess.run(["bash", "-c", "printf '%s\\0' " + lines[0].split("  #")[0]],
                            env={**env, "USER": TEAMMATE}, capture_output=True, text=True,
                            check=True, timeout=60).stdout
@@ -48,7 +49,7 @@ def readme_command(prefix: str, env: dict[str, str]) -> list[str]:
 
 
 def rehearsal_args(args: list[str], tracking_uri: str) -> list[str]:
-    """The README's search arguments, on the CPU smoke experiment and the test's servers."""
+    """The manual's search arguments, on the CPU smoke experiment and the test's servers."""
     replaced = [a.replace("experiments/cub.yaml", "experiments/synthetic-smoke.yaml")
                  .replace("YOUR-BUCKET", BUCKET).replace("http://localhost:5000", tracking_uri)
                 for a in args]
@@ -57,11 +58,11 @@ def rehearsal_args(args: list[str], tracking_uri: str) -> list[str]:
 
 
 def make_token(home: Path, env: dict[str, str]) -> Path:
-    """The cluster's token, made by the README's command in `home`/.ray/auth_token."""
-    text = (REPO / "README.md").read_text()
+    """The cluster's token, made by the manual's command in `home`/.ray/auth_token."""
+    text = AWS_PAGE.read_text()
     commands = [line.strip() for line in text.splitlines()
                 if line.strip().startswith("(umask 077 && ray get-auth-token --generate")]
-    assert commands, "README has no command that makes the cluster's token"
+    assert commands, f"{AWS_PAGE.name} has no command that makes the cluster's token"
     subprocess.run(["bash", "-c", commands[0].split("  #")[0]], env={**env, "HOME": str(home)},
                    check=True, capture_output=True, timeout=120)
     token = home / ".ray" / "auth_token"
@@ -133,7 +134,7 @@ def check_search(cluster: dict, experiment: str = "wsol-synthetic-smoke") -> Non
     for run in trials:
         assert any(run.info.run_id in key and key.endswith("checkpoint/best.pt")
                    for key in objects)
-    # The search's Ray state under the teammate's folder (the README's $USER), nowhere else
+    # The search's Ray state under the teammate's folder (the manual's $USER), nowhere else
     # (S3 folder markers such as `ray/` aside).
     assert any(key.startswith(f"ray/{TEAMMATE}/wsol-synthetic-smoke/") for key in objects)
     stray = [key for key in objects if key.startswith("ray/") and not key.endswith("/")
@@ -143,7 +144,7 @@ def check_search(cluster: dict, experiment: str = "wsol-synthetic-smoke") -> Non
 
 def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: Path) -> None:
     check_refused_without_the_token(cluster, tmp_path)
-    submit = readme_command("ray submit cluster/gpu.yaml search.py", cluster["env"])
+    submit = manual_command("ray submit cluster/gpu.yaml search.py", cluster["env"])
     args = rehearsal_args(submit[submit.index("--") + 1:], cluster["uri"])
     home = cluster["home"]
     shutil.copy(REPO / "search.py", home / "search.py")  # what `ray submit` rsyncs
@@ -162,7 +163,7 @@ def test_ray_submit_runs_search_py_alone_from_the_heads_home(cluster, tmp_path: 
 
 
 def test_ray_job_submit_with_the_project_as_working_dir(cluster) -> None:
-    job = readme_command("ray job submit", cluster["env"])
+    job = manual_command("ray job submit", cluster["env"])
     assert job[job.index("--working-dir") + 1] == "."
     entry = job[job.index("--") + 1:]
     assert entry[:2] == ["python", "search.py"]
