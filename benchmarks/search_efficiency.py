@@ -5,7 +5,7 @@ Both searches run through `run_search` (Ray Tune + MLflow on SQLite) on the synt
 benchmark with CAM on the tiny backbone; trials are counted in start order, early-stopped
 trials included (they cost less, which is the point of ASHA). Three seeds of real searches
 cannot rank samplers: benchmarks/replay.py does, over 50 seeds per sampler x scheduler on
-recorded curves (docs/search-efficiency.md); this one stays as a real end-to-end figure. Run:
+recorded curves (docs/search/efficiency.md); this one stays as a real end-to-end figure. Run:
 .venv/bin/python benchmarks/search_efficiency.py --json benchmarks/results/search_efficiency.json
 """
 

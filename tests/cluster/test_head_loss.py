@@ -131,7 +131,7 @@ def store_state(uri: str, home: Path) -> dict[str, Any]:
 
 
 def wait_for_a_backup_after(home: Path, since: float) -> None:
-    """The periodic backup has run once more since `since` (the window the README names)."""
+    """The periodic backup has run once more since `since` (the window docs/cluster/ray-down.md names)."""
     log = home / "store-backup.log"
     deadline = time.time() + 120
     while time.time() < deadline:
