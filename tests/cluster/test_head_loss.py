@@ -131,7 +131,8 @@ def store_state(uri: str, home: Path) -> dict[str, Any]:
 
 
 def wait_for_a_backup_after(home: Path, since: float) -> None:
-    """The periodic backup has run once more since `since` (the window docs/cluster/ray-down.md names)."""
+    """The periodic backup has run once more since `since` (the window named in
+    docs/cluster/ray-down.md)."""
     log = home / "store-backup.log"
     deadline = time.time() + 120
     while time.time() < deadline:
