@@ -331,7 +331,7 @@ def test_opencv_on_the_foreground_box_is_opencv_on_the_map():
         else:
             u8 = quantize(smooth_map(rng, max(h, w), 5)[:h, :w])
         for t in np.unique(u8)[:-1]:
-            x, y, bw, bh = contours._largest_contour_rect(u8, int(t))
+            x, y, bw, bh = contours._largest_contour_rect(u8 > t)
             assert reference.boxes_at_threshold(u8, int(t), False).tolist() == [
                 [x, y, min(x + bw, w - 1), min(y + bh, h - 1)]
             ]
@@ -457,8 +457,9 @@ def test_cam_like_maps_rarely_need_opencv():
         u8 = quantize(cam_like(rng, 224, 14))
         wanted = np.unique(threshold_levels(u8, grid))
         gt = random_boxes(rng, 224, 224)
-        work = contours._workspace(224, 224)
-        _, first_pass = contours._contour_levels(u8, gt, wanted, False, True, *work)
+        order, parent, stats, roots = contours._workspace(224, 224)
+        work = (order, contours._padded_order(u8, order), parent, stats, roots)
+        _, first_pass = contours._contour_levels(u8.shape, gt, wanted, False, True, work)
         needed = np.zeros(256, dtype=bool)
         needed[wanted] = True
         (_, _, _, bounds_only, _, _), _ = outer_pass(u8, needed, gt)

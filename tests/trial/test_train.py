@@ -71,7 +71,9 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_synth: Path,
     resumed = run_trial(cfg, tmp_path / "resumed", log=lines.append)
     assert any("resuming after epoch 0" in line for line in lines)
     assert [h["loss/ce"] for h in resumed["history"]] == [h["loss/ce"] for h in straight["history"]]
-    assert resumed["metrics"] == straight["metrics"]
+    timing = {"evaluation_seconds", "evaluation_share"}  # wall clock: never repeats exactly
+    assert ({k: v for k, v in resumed["metrics"].items() if k not in timing}
+            == {k: v for k, v in straight["metrics"].items() if k not in timing})
 
 
 def test_resume_refuses_a_checkpoint_that_runs_code(tiny_synth: Path, tmp_path: Path) -> None:

@@ -40,6 +40,10 @@ TUNE_RUN = "wsol.tune_run"
 RAY_NODE_ID = "wsol.ray_node_id"
 TRIAL_NUMBER = "wsol.trial_number"
 FAILURE_REASON = "wsol.failure_reason"
+# A trial's recipe card: the search-space row its recipe comes from (paper section / code
+# file:line), beside its resolved recipe as `recipe.<field>` params.
+RECIPE_SOURCE = "wsol.recipe_source"
+RECIPE_PARAM_PREFIX = "recipe."
 ORPHANED = "wsol.orphaned"
 SELECTED_ON = "wsol.selected_on"
 SELECTED_EPOCH = "wsol.selected_epoch"
@@ -83,7 +87,14 @@ def version_tag(key: str) -> str:
 # What a trial reports after each evaluation: the protocol's metrics on train-fullsup and the
 # trial's bookkeeping (selection score, best so far, threshold, percentile, ...).
 TRIAL_METRICS = ("epoch", "score", "best_score", *protocol.METRICS, "threshold", "percentile",
-                 "label_free_score", "epoch_seconds")
+                 "label_free_score", "epoch_seconds",
+                 # the epoch's evaluation (inference on train-fullsup and every candidate's
+                 # scoring): its seconds and share of training epoch + evaluation
+                 "evaluation_seconds", "evaluation_share",
+                 # min-max's numbers on train-fullsup beside the selected normalisation's:
+                 # what the papers print, without looking at test (issue 24)
+                 *(f"minmax_{m}" for m in (protocol.MAX_BOX_ACC, protocol.MAX_BOX_ACC_V2,
+                                           protocol.PXAP)))
 SCORE = "selected/score"  # the selection score of a trial's selected epoch: what promote ranks
 TRIALS, TRIALS_FAILED = "trials", "trials_failed"
 
@@ -162,9 +173,10 @@ _PLACEHOLDERS = {
     "<choice>": "|".join(CHOICES),
     "<version choice>": "|".join(VERSION_CHOICES),
     "<metric>": "|".join(re.escape(mlflow_key(m)) for m in TRIAL_METRICS),
-    "<test metric>": "|".join(
+    # A protocol metric, or its reading of min-max maps (`minmax_MaxBoxAccV2`).
+    "<test metric>": "(?:minmax_)?(?:" + "|".join(
         re.escape(mlflow_key(m)) + ("(_threshold)?" if m in protocol.THRESHOLDED else "")
-        for m in protocol.METRICS),
+        for m in protocol.METRICS) + ")",
     "<method>": r"[^/]+",
     "<backbone>": r"[^/]+",
     "<name>": r"[^/]+",
@@ -269,12 +281,17 @@ SCHEMA: dict[str, Record] = {
               Key(selected("<choice>"), "a post-hoc choice at the selected epoch "
                   f"({', '.join(CHOICES)})"),
               Key(FAILURE_REASON, "the exception line of a failed trial"),
+              Key(RECIPE_SOURCE, "where the trial's recipe comes from: its search-space row's "
+                  "source (paper section, code file:line), or `built-in defaults`"),
               Key(ORPHANED, "a run a killed driver left, its budget spent on a new trial"),
               Key(TEST_EVALUATIONS, "how often test was read for its checkpoint (`wsol "
                   "evaluate` of its run id or of a version registered from it)")),
         params=(Key("pair", "<method>/<backbone>"),
                 Key("<trial field or hyperparameter>",
-                    "a sampled or fixed value: a trial config field or a method hyperparameter"),),
+                    "a sampled or fixed value: a trial config field or a method hyperparameter"),
+                Key(f"{RECIPE_PARAM_PREFIX}<trial field or hyperparameter>",
+                    "the recipe card: the trial's resolved recipe (epochs, milestones, decay, "
+                    "batch sizes, Nesterov, augmentation, head, rates, warm-up)"),),
         metrics=(Key(per_epoch("<metric>"), "train-fullsup numbers per evaluated epoch"),
                  Key(selected_metric("<metric>"), "the same at the selected epoch "
                      f"({SCORE}: the selection score promote ranks by)")),
@@ -296,7 +313,8 @@ SCHEMA: dict[str, Record] = {
               *_COMPARE_TAGS),
         params=tuple(Key(p, "reused from the trial" if p != "epoch" else "the selected epoch")
                      for p in EVALUATION_PARAMS),
-        metrics=(Key(test_metric("<test metric>"), "the test numbers (and thresholds)"),),
+        metrics=(Key(test_metric("<test metric>"), "the test numbers (and thresholds); "
+                     "`minmax_` ones: the same maps normalised with min-max alone"),),
         artifacts=(Key(TEST_METRICS_JSON, "the printed result"), *_PICTURES)),
     COMPARE: Record(
         f"a `wsol compare`, in the {COMPARE_EXPERIMENT} experiment",

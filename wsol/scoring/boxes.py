@@ -17,6 +17,7 @@ from wsol.scoring.grid import (
     threshold_grid,
     threshold_levels,
 )
+from wsol.scoring.threads import available_cpus
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class BoxAccumulator(_Streamed):
         interval: float = 0.01,
         multi_contour: bool = True,
         iou_thresholds: Sequence[int] = IOU_THRESHOLDS,
-        workers: int = 2,
+        workers: int | None = None,
     ):
         self.thresholds = threshold_grid(interval)
         self.multi_contour = multi_contour
@@ -145,7 +146,8 @@ class BoxAccumulator(_Streamed):
         self._correct = np.zeros((len(self.iou_thresholds), len(self.thresholds)), np.int64)
         self.correct = dict(zip(self.iou_thresholds, self._correct, strict=True))  # views
         self.images = 0
-        self.workers = workers
+        # None: the trial's CPUs (Ray's assignment inside a Ray worker)
+        self.workers = available_cpus() if workers is None else workers
 
     def _count(self, curve: np.ndarray) -> None:
         self._correct += curve >= self._bounds
@@ -182,13 +184,13 @@ class BoxMetricsAccumulator(_Streamed):
         self,
         interval: float = 0.01,
         iou_thresholds: Sequence[int] = IOU_THRESHOLDS,
-        workers: int = 2,
+        workers: int | None = None,
         keep_hits_at: float | None = None,
     ):
         self.thresholds = threshold_grid(interval)
         self.v1 = BoxAccumulator(interval, False, iou_thresholds, workers)
         self.v2 = BoxAccumulator(interval, True, iou_thresholds, workers)
-        self.workers = workers
+        self.workers = self.v2.workers
         self.keep_hits_at = keep_hits_at
         self.hits: list[np.ndarray] = []
 

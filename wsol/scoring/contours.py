@@ -39,11 +39,16 @@ areas (a fifth of CAM-like maps need it). What remains (a tie on a level with ho
 holding a component, a largest component with holes but no material) goes to OpenCV, on the
 foreground's bounding box only: about one level in ten thousand on CAM-like maps. Each
 claim is checked against OpenCV in the tests.
+
+Nothing here needs the values to be uint8: any integer map with `n_levels` values works the
+same way, which `wsol.scoring.joint` uses to score every normalisation of a raw map at once
+(its pixels classed by rank, one level per threshold of any candidate).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -167,18 +172,19 @@ def _area2(shape: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _padded_order(u8: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Pixels sorted by uint8 value in O(n) into `order`, each as ``y << 16 | x`` (the
-    kernels derive its padded index and keep its coordinates without tables); returns
-    where each value's run starts (value v fills ``order[starts[v]:starts[v + 1]]``)."""
+def _padded_order(u8: np.ndarray, order: np.ndarray, n_levels: int = LEVELS) -> np.ndarray:
+    """Pixels sorted by (uint8, or any integer below `n_levels`) value in O(n) into
+    `order`, each as ``y << 16 | x`` (the kernels derive its padded index and keep its
+    coordinates without tables); returns where each value's run starts (value v fills
+    ``order[starts[v]:starts[v + 1]]``)."""
     h, w = u8.shape
-    starts = np.zeros(LEVELS + 1, dtype=np.int64)
+    starts = np.zeros(n_levels + 1, dtype=np.int64)
     for y in range(h):
         for x in range(w):
             starts[U(u8[U(y), U(x)]) + U(1)] += 1
-    for v in range(LEVELS):
+    for v in range(n_levels):
         starts[v + 1] += starts[v]
-    fill = starts[:LEVELS].copy()
+    fill = starts[:n_levels].copy()
     for y in range(h):
         for x in range(w):
             v = u8[U(y), U(x)]
@@ -339,20 +345,21 @@ def _outer_pass(
     component's by more than the holes' total area, and by how much it does (2 x area).
     """
     order, starts, parent, stats, roots = work
+    n_levels = starts.size - 1
     h, w, pw, added, offsets = _grid(shape)
     n_roots = 0
     euler4 = 0
-    best = np.full(LEVELS, -1.0)
-    counts = np.zeros(LEVELS, dtype=np.int64)
-    euler = np.zeros(LEVELS, dtype=np.int64)
-    largest_iou = np.full(LEVELS, -1.0)
-    candidate = np.full(LEVELS, np.nan)
-    margin = np.zeros(LEVELS, dtype=np.int64)
+    best = np.full(n_levels, -1.0)
+    counts = np.zeros(n_levels, dtype=np.int64)
+    euler = np.zeros(n_levels, dtype=np.int64)
+    largest_iou = np.full(n_levels, -1.0)
+    candidate = np.full(n_levels, np.nan)
+    margin = np.zeros(n_levels, dtype=np.int64)
     wanted = np.nonzero(needed)[0]
-    for step in range(LEVELS - wanted[0]):
-        t = LEVELS - 1 - step
+    for step in range(n_levels - wanted[0]):
+        t = n_levels - 1 - step
         # foreground u8 > t gains value t + 1
-        if t + 1 < LEVELS:
+        if t + 1 < n_levels:
             n_roots, change = _add_pixels(
                 order, starts[t + 1], starts[t + 2], pw, OUTER_RUNS, SHAPE_DELTA, offsets,
                 added, parent, stats, largest, roots, n_roots,
@@ -449,6 +456,7 @@ def _hole_pass(
     its Euler number as a 4-connected set (1 when nothing lies inside), and its first pixel.
     """
     order, starts, parent, stats, roots = work
+    n_levels = starts.size - 1
     h, w, pw, added, offsets = _grid(shape)
     frame = 0
     track = bool(record.any())
@@ -463,9 +471,9 @@ def _hole_pass(
         added[x] = 1
         added[(h + 1) * pw + x] = 1
     n_roots = 0
-    best = np.full(LEVELS, -1.0)
-    hole_total = np.full(LEVELS, -1, dtype=np.int64)
-    hole_starts = np.zeros(LEVELS + 1, dtype=np.int64)
+    best = np.full(n_levels, -1.0)
+    hole_total = np.full(n_levels, -1, dtype=np.int64)
+    hole_starts = np.zeros(n_levels + 1, dtype=np.int64)
     hole_area = np.empty(64, dtype=np.int64)
     hole_above = np.empty(64, dtype=np.int64)
     n_holes = 0
@@ -535,13 +543,14 @@ def _outer_exact(
     level with holes) or where the largest component has holes and no material (one of its
     holes may tie with it)."""
     order, starts, parent, stats, roots = work
+    n_levels = starts.size - 1
     hole_starts, hole_area, hole_above = recorded
     h, w, pw, added, offsets = _grid(shape)
     n_roots = 0
     wanted = np.nonzero(resolve)[0]
-    for step in range(LEVELS - wanted[0]):
-        t = LEVELS - 1 - step
-        if t + 1 < LEVELS:
+    for step in range(n_levels - wanted[0]):
+        t = n_levels - 1 - step
+        if t + 1 < n_levels:
             n_roots = _add_pixels(
                 order, starts[t + 1], starts[t + 2], pw, OUTER_RUNS, SHAPE_DELTA, offsets,
                 added, parent, stats, True, roots, n_roots,
@@ -604,32 +613,29 @@ def empty_box_iou(gt_boxes: np.ndarray) -> float:
 
 
 def _contour_levels(
-    u8: np.ndarray,
+    shape: tuple[int, int],
     gt: np.ndarray,
     levels: np.ndarray,
     all_contours: bool,
     largest: bool,
-    order: np.ndarray,
-    parent: np.ndarray,
-    stats: np.ndarray,
-    roots: np.ndarray,
+    work: tuple[np.ndarray, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The passes, each outside the GIL, so that threads scale (called from Python: one
-    compiled function holding them all runs about a tenth slower). Per entry of `levels`:
-    best IoU over all contours (all_contours), and IoU of the largest contour or NaN where
-    OpenCV must decide (largest)."""
-    needed = np.zeros(LEVELS, dtype=np.bool_)
+    compiled function holding them all runs about a tenth slower). `work` is the pixels
+    in value order, where each value's run starts, then the work arrays. Per entry of
+    `levels`: best IoU over all contours (all_contours), and IoU of the largest contour or
+    NaN where OpenCV must decide (largest)."""
+    starts = work[1]
+    needed = np.zeros(starts.size - 1, dtype=np.bool_)
     needed[levels] = True
-    starts = _padded_order(u8, order)
-    work = (order, starts, parent, stats, roots)
     best, components, euler, largest_iou, candidate, margin = _outer_pass(
-        u8.shape, gt, needed, all_contours, largest, *work
+        shape, gt, needed, all_contours, largest, *work
     )
     with_holes = needed & (components != euler) & all_contours
     resolve = np.isnan(largest_iou)
     if with_holes.any() or resolve.any():
         holes, hole_total, hole_starts, hole_area, hole_above = _hole_pass(
-            u8.shape, gt, with_holes, resolve, *work
+            shape, gt, with_holes, resolve, *work
         )
         best = np.maximum(best, holes)
         settled = resolve & (hole_total >= 0) & (hole_total < margin)
@@ -637,7 +643,7 @@ def _contour_levels(
         resolve &= ~settled
         if resolve.any():
             recorded = (hole_starts, hole_area, hole_above)
-            _outer_exact(u8.shape, gt, resolve, recorded, largest_iou, *work)
+            _outer_exact(shape, gt, resolve, recorded, largest_iou, *work)
     empty = components[levels] == 0
     nothing = _box_iou(0, 0, 0, 0, gt)
     return (
@@ -646,13 +652,12 @@ def _contour_levels(
     )
 
 
-def _largest_contour_rect(u8: np.ndarray, level: int) -> tuple[int, int, int, int]:
-    """OpenCV's answer at one level: the bounding rectangle (x, y, w, h) of the first contour
-    of largest area, as `max(contours, key=cv2.contourArea)` picks it. Only the foreground's
-    bounding box is traced, framed by one zero pixel, which is all OpenCV sees of the rest
-    of the image (it pads with zeros too); `offset` puts the points back in place, and the
-    raster order, so the contour order, is that of the whole image."""
-    foreground = u8 > level
+def _largest_contour_rect(foreground: np.ndarray) -> tuple[int, int, int, int]:
+    """OpenCV's answer for one (non-empty) foreground: the bounding rectangle (x, y, w, h) of
+    the first contour of largest area, as `max(contours, key=cv2.contourArea)` picks it.
+    Only the foreground's bounding box is traced, framed by one zero pixel, which is all
+    OpenCV sees of the rest of the image (it pads with zeros too); `offset` puts the points
+    back in place, and the raster order, so the contour order, is that of the whole image."""
     ys = np.flatnonzero(foreground.any(axis=1))
     xs = np.flatnonzero(foreground.any(axis=0))
     y0, y1, x0, x1 = ys[0], ys[-1], xs[0], xs[-1]
@@ -687,43 +692,69 @@ def contour_curves(
     levels: np.ndarray,
     all_contours: bool = True,
     largest: bool = True,
+    n_levels: int = LEVELS,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Best IoU per entry of `levels` (foreground ``u8 > t``) over all contour boxes
     (MaxBoxAccV2) and of the largest contour's box (MaxBoxAcc), from one pass over the
-    pixels; None for the one not asked for."""
+    pixels; None for the one not asked for. `u8` may be any integer map with values below
+    `n_levels`: every normalisation of one raw map is then scored from one pass over its
+    rank classes (`wsol.scoring.joint`)."""
     gt = np.ascontiguousarray(gt_boxes, dtype=np.int64)
     u8 = np.ascontiguousarray(u8)
     levels = np.asarray(levels, dtype=np.int64)
+
+    def foreground(level: int) -> np.ndarray:
+        return u8 > level
+
     if largest and not all_contours and np.unique(levels).size <= FEW_LEVELS:
         # a pass costs several OpenCV calls: for one fixed threshold, ask OpenCV
-        return None, _largest_by_opencv(u8, gt, levels, np.ones(levels.size, dtype=bool))
-    out_all, out_largest = _contour_levels(
-        u8, gt, levels, all_contours, largest, *_workspace(*u8.shape)
-    )
+        which = np.ones(levels.size, dtype=bool)
+        return None, _largest_by_opencv(foreground, u8.shape, gt, levels, which)
+    order, parent, stats, roots = _workspace(*u8.shape)
+    work = (order, _padded_order(u8, order, n_levels), parent, stats, roots)
+    return _finished(foreground, u8.shape, gt, levels, all_contours, largest, work)
+
+
+def _finished(
+    foreground: Callable[[int], np.ndarray],
+    shape: tuple[int, int],
+    gt: np.ndarray,
+    levels: np.ndarray,
+    all_contours: bool,
+    largest: bool,
+    work: tuple[np.ndarray, ...],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The passes, then OpenCV at the levels they leave open."""
+    out_all, out_largest = _contour_levels(shape, gt, levels, all_contours, largest, work)
     if not largest:
         return out_all, None
     left = np.isnan(out_largest)
     if left.any():
-        out_largest[left] = _largest_by_opencv(u8, gt, levels, left)[left]
+        out_largest[left] = _largest_by_opencv(foreground, shape, gt, levels, left)[left]
     return (out_all if all_contours else None), out_largest
 
 
 def _largest_by_opencv(
-    u8: np.ndarray, gt: np.ndarray, levels: np.ndarray, which: np.ndarray
+    foreground: Callable[[int], np.ndarray],
+    shape: tuple[int, int],
+    gt: np.ndarray,
+    levels: np.ndarray,
+    which: np.ndarray,
 ) -> np.ndarray:
     """IoU of the largest contour's box at the levels marked in `which` (NaN elsewhere),
-    from OpenCV, once per distinct level; the box that of a level without foreground."""
-    h, w = u8.shape
+    from OpenCV on `foreground(level)`, once per distinct level; the box that of a level
+    without foreground."""
+    h, w = shape
     out = np.full(levels.size, np.nan)
     decided: dict[int, float] = {}
-    top = int(u8.max())
     for i in np.flatnonzero(which):
         t = int(levels[i])
         if t not in decided:
-            if t >= top:
+            mask = foreground(t)
+            if not mask.any():
                 decided[t] = float(_box_iou(0, 0, 0, 0, gt))
             else:
-                x, y, bw, bh = _largest_contour_rect(u8, t)
+                x, y, bw, bh = _largest_contour_rect(mask)
                 decided[t] = float(_box_iou(x, y, min(x + bw, w - 1), min(y + bh, h - 1), gt))
         out[i] = decided[t]
     return out

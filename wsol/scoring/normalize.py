@@ -85,10 +85,61 @@ class Normaliser:
         self.degenerate = nan | (self.high == self.low)
         self._sorted: torch.Tensor | None = None
 
-    def _percentile(self, q: float, shift: torch.Tensor | None = None) -> torch.Tensor:
+    @classmethod
+    def presorted(cls, maps: torch.Tensor, values: torch.Tensor) -> Normaliser:
+        """For a caller that has sorted each map's values anyway, (..., H * W) ascending with
+        NaN last (as numpy and torch sort): the NaN test, min and max are read off the ends
+        and the percentiles need no sort. A min or max of zero may differ in sign from
+        `amin` / `amax` when 0.0 and -0.0 both occur, which changes no normalised value but
+        the sign of a zero."""
+        if values.shape != maps.flatten(-2).shape:
+            raise ValueError(f"sorted values {tuple(values.shape)} do not fit the maps "
+                             f"{tuple(maps.shape)}")
+        self = cls.__new__(cls)
+        nan = torch.isnan(values[..., -1:])
+        if nan.any():
+            maps = torch.where(nan[..., None], torch.zeros_like(maps), maps)
+            values = torch.where(nan, torch.zeros_like(values), values)
+        self.maps, self._sorted = maps, values
+        self.low, self.high = values[..., :1, None], values[..., -1:, None]
+        self.degenerate = nan[..., None] | (self.high == self.low)
+        return self
+
+    def affine(self, method: str, p: float | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor]:
+        """What `__call__` computes, as per-map constants: each normalised value is
+        ``min(max(F - shift, 0) / divisor, 1 if clip else inf)``, and all zeros where `zero`
+        holds; shapes (..., 1, 1). The same float32 operations as `__call__` on every pixel
+        (ReLU and the clip are no-ops where `__call__` has none), so both give the same
+        bits; every normalisation is thus non-decreasing in F (IEEE rounding is)."""
+        if method == "minmax":
+            shift, divisor, clip = self.low, self.high - self.low, False
+        elif method == "max":
+            shift, divisor, clip = torch.zeros_like(self.low), self.high, False
+        elif method == "pas":
+            shift, clip = self.low, True
+            divisor = self._percentile(90.0 if p is None else p, shift=self.low)
+        elif method == "ivr":
+            if p is None:
+                raise ValueError("IVR needs a percentile; select it on train-fullsup")
+            # the max of F - pct over the map is max(F) - pct: rounding keeps the order
+            shift = self._percentile(p)
+            divisor, clip = self.high - shift, False
+        else:
+            raise ValueError(
+                f"unknown normalisation {method!r}; choose from {', '.join(NORMALISATIONS)}"
+            )
+        return shift, divisor, clip, self.degenerate | ~(divisor > 0)
+
+    @property
+    def sorted_values(self) -> torch.Tensor:
+        """Each map's values (NaN maps as zeros) in ascending order, (..., H * W)."""
         if self._sorted is None:  # sorted once, for every percentile asked of this batch
             self._sorted = _sorted_values(self.maps)
-        return _percentile_of_sorted(self._sorted, q, shift)
+        return self._sorted
+
+    def _percentile(self, q: float, shift: torch.Tensor | None = None) -> torch.Tensor:
+        return _percentile_of_sorted(self.sorted_values, q, shift)
 
     def __call__(self, method: str, p: float | None = None) -> torch.Tensor:
         """The maps normalised by `method` (with percentile `p` for pas and ivr)."""

@@ -72,11 +72,12 @@ def score_saved_maps(
     data_root: str | Path | None = None,
     mask_root: str | Path | None = None,
     interval: float = 0.01,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict[str, float]:
     """Box metrics where the split has boxes, PxAP where it has masks. Maps stream: this
-    thread loads the next ones while `workers` threads score boxes (one pass per map for
-    MaxBoxAcc and MaxBoxAccV2), so only a few maps are in memory at a time."""
+    thread loads the next ones while `workers` threads (default: the CPUs this process may
+    use) score boxes (one pass per map for MaxBoxAcc and MaxBoxAccV2), so only a few maps
+    are in memory at a time."""
     if not split.has_boxes and not split.has_masks:
         raise ValueError(f"split {split.folder} has no boxes or masks to score against")
     masks_from = mask_root or data_root

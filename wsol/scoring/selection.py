@@ -1,9 +1,8 @@
 """Choose the CAM normalisation and its percentile on train-fullsup without retraining.
 
-Raw maps of one checkpoint are streamed once; every candidate normalises them and feeds
-its own accumulator, so many (normalisation, percentile) choices cost one inference pass.
-Each batch is resized once and prepared once for all candidates (`Normaliser`: one sort
-serves every percentile).
+Raw maps of one checkpoint are streamed once; every candidate is scored from one pass over
+each raw map (`wsol.scoring.joint`: the candidates' foregrounds are superlevel sets of the
+same raw map), so many (normalisation, percentile) choices cost about one candidate.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ import numpy as np
 import torch
 
 from wsol.common.protocol import DEFAULT_IVR_PERCENTILES, NEEDS_PERCENTILE, NORMALISATIONS
-from wsol.scoring.boxes import BoxAccumulator
-from wsol.scoring.normalize import Normaliser, normalize, resize
-from wsol.scoring.pxap import PxAPAccumulator
+from wsol.scoring.joint import CandidateCurves
+from wsol.scoring.normalize import normalize, resize
 
 
 @dataclass(frozen=True)
@@ -52,33 +50,45 @@ def default_candidates(
 
 
 class NormalisationSearch:
-    """Scores each candidate by MaxBoxAccV2 (boxes) or PxAP (masks) on the same raw maps."""
+    """Scores each candidate by MaxBoxAccV2 (boxes) or PxAP (masks) on the same raw maps;
+    `curves` holds every candidate's full curves of that kind."""
 
-    def __init__(self, candidates: Sequence[Normalisation], metric: str, interval: float = 0.01):
+    def __init__(self, candidates: Sequence[Normalisation], metric: str, interval: float = 0.01,
+                 workers: int | None = None):
         if metric not in ("MaxBoxAccV2", "PxAP"):
             raise ValueError(f"selection metric must be MaxBoxAccV2 or PxAP, got {metric!r}")
         self.candidates = list(candidates)
         self.metric = metric
-        self.boxes = {c: BoxAccumulator(interval) for c in self.candidates}
-        self.masks = {c: PxAPAccumulator(interval) for c in self.candidates}
+        self.curves = CandidateCurves(self.candidates, interval, boxes=metric != "PxAP",
+                                      masks=metric == "PxAP", workers=workers)
 
     def add(self, raw: torch.Tensor, targets: Sequence[np.ndarray], size: tuple[int, int]) -> None:
         """Raw maps (B, h, w) and per-image GT boxes (k, 4) or masks (H, W) at `size`."""
-        normaliser = Normaliser(resize(raw, size))
-        for candidate in self.candidates:
-            maps = normaliser(candidate.method, candidate.percentile).cpu().numpy()
-            if self.metric == "PxAP":
-                self.masks[candidate].add(maps, np.stack(targets))
-            else:
-                self.boxes[candidate].add_many(zip(maps, targets, strict=True))
+        if self.metric == "PxAP":
+            self.curves.add(raw, size, gt_masks=np.stack(targets))
+        else:
+            self.curves.add(raw, size, gt_boxes=targets)
 
     def scores(self) -> dict[Normalisation, float]:
-        if self.metric == "PxAP":
-            return {c: a.result().pxap for c, a in self.masks.items()}
-        return {c: a.result().mean_max_accuracy for c, a in self.boxes.items()}
+        return selection_scores(self.curves, self.candidates, self.metric)
 
     def best(self) -> tuple[Normalisation, float]:
         """Highest score; ties go to the earlier candidate (simpler normalisations first)."""
         scores = self.scores()
-        chosen = max(self.candidates, key=lambda c: (scores[c], -self.candidates.index(c)))
+        chosen = best_candidate(self.candidates, scores)
         return chosen, scores[chosen]
+
+
+def selection_scores(curves: CandidateCurves, candidates: Sequence[Normalisation],
+                     metric: str) -> dict[Normalisation, float]:
+    """Each candidate's MaxBoxAccV2 or PxAP, read off curves that hold it."""
+    if metric == "PxAP":
+        return {c: curves.precision_recall(c).pxap for c in candidates}
+    return {c: curves.box_curves(c)[1].mean_max_accuracy for c in candidates}
+
+
+def best_candidate(candidates: Sequence[Normalisation],
+                   scores: dict[Normalisation, float]) -> Normalisation:
+    """Highest score; ties go to the earlier candidate (simpler normalisations first)."""
+    order = list(candidates)
+    return max(order, key=lambda c: (scores[c], -order.index(c)))

@@ -1,8 +1,9 @@
 """Score maps of a model on an evaluation split, with the project's evaluator.
 
-The trial runner uses it on train-fullsup every epoch (selecting the normalisation, its
-percentile and the threshold there); the final evaluation uses `score_split` on test with
-those choices fixed, streaming batch by batch.
+The trial runner uses `select_and_score` on train-fullsup every epoch (selecting the
+normalisation, its percentile and the threshold there, every candidate scored from one pass
+per raw map); the final evaluation uses `score_split` on test with those choices fixed,
+streaming batch by batch.
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ from wsol.common import protocol
 from wsol.data.datasets import EvalDataset
 from wsol.methods.base import Method
 from wsol.scoring.boxes import BoxCurves, BoxMetricsAccumulator
+from wsol.scoring.joint import CandidateCurves
 from wsol.scoring.localization import LOC_IOU, LocalizationAccuracy
 from wsol.scoring.pxap import PrecisionRecall, PxAPAccumulator
 from wsol.scoring.report import box_metrics, mask_metrics
-from wsol.scoring.selection import Normalisation, NormalisationSearch
+from wsol.scoring.selection import (
+    Normalisation,
+    NormalisationSearch,
+    best_candidate,
+    selection_scores,
+)
 from wsol.trial.config import TrialConfig
 
 
@@ -114,6 +121,75 @@ def select_normalisation(batches: list[RawBatch], targets: Targets, metric: str,
         search.add(batch.maps, truth, targets.size)
     chosen, _ = search.best()
     return chosen, {c.label: s for c, s in search.scores().items()}
+
+
+MINMAX = Normalisation("minmax")
+# min-max's numbers a trial records beside the selected normalisation's (issue 24): what the
+# papers print, on train-fullsup, so without looking at test
+MINMAX_RECORDED = (protocol.MAX_BOX_ACC, protocol.threshold_key(protocol.MAX_BOX_ACC),
+                   protocol.MAX_BOX_ACC_V2, protocol.PXAP, protocol.threshold_key(protocol.PXAP))
+
+
+def minmax_key(metric: str) -> str:
+    """`minmax_MaxBoxAccV2`: a metric of the min-max normalised maps in a trial's record."""
+    return f"minmax_{metric}"
+
+
+@dataclass
+class Selection:
+    """train-fullsup's answer: the chosen normalisation's full score, every candidate's
+    selection score in `scored.candidates`, and min-max's metrics under `minmax_` names."""
+
+    scored: SplitScore
+    minmax: dict[str, float]
+
+
+def select_and_score(batches: Iterable[RawBatch], targets: Targets, metric: str,
+                     config: TrialConfig, workers: int | None = None) -> Selection:
+    """`select_normalisation` then `score_split` of the chosen one, and min-max's metrics,
+    with the same numbers, from one pass over each raw map for all candidates (the split's
+    boxes and / or masks, as `score_split` reads them); `batches` may stream."""
+    chosen_from = candidates(config)
+    scored_too = chosen_from if MINMAX in chosen_from else [*chosen_from, MINMAX]
+    curves = CandidateCurves(scored_too, config.curve_interval, boxes=targets.has_boxes,
+                             masks=targets.has_masks, workers=workers)
+    rankings: list[tuple[int, list[int]] | None] = []
+    for batch in batches:
+        indices = batch.indices.tolist()
+        curves.add(batch.maps, targets.size,
+                   [targets.boxes(i) for i in indices] if targets.has_boxes else None,
+                   np.stack([targets.mask(i) for i in indices]) if targets.has_masks else None)
+        rankings.extend(_rankings(batch))
+    scores = selection_scores(curves, chosen_from, metric)
+    scored = _candidate_score(curves, best_candidate(chosen_from, scores), rankings)
+    scored.candidates = {c.label: s for c, s in scores.items()}
+    minmax = _candidate_score(curves, MINMAX, rankings).metrics
+    return Selection(scored, {minmax_key(k): minmax[k] for k in MINMAX_RECORDED if k in minmax})
+
+
+def _candidate_score(curves: CandidateCurves, candidate: Normalisation,
+                     rankings: list[tuple[int, list[int]] | None]) -> SplitScore:
+    """What `score_split` with the threshold selected gives for one candidate, read off the
+    curves: the threshold MaxBoxAcc's (else PxAP's best-F1), Loc from the kept hits."""
+    metrics: dict[str, float] = {}
+    box_curves = precision_recall = None
+    if curves.boxes:
+        largest, box_curves = curves.box_curves(candidate)
+        metrics.update(box_metrics(largest, box_curves))
+    if curves.masks:
+        precision_recall = curves.precision_recall(candidate)
+        metrics.update(mask_metrics(precision_recall))
+    threshold = metrics.get(protocol.threshold_key(protocol.MAX_BOX_ACC),
+                            metrics.get(protocol.threshold_key(protocol.PXAP), 0.5))
+    if curves.boxes:
+        loc = LocalizationAccuracy(threshold)
+        for located, ranking in zip(curves.located(candidate, threshold), rankings,
+                                    strict=True):
+            if ranking is not None:
+                loc.add_located(bool(located), *ranking)
+        if loc.images:
+            metrics.update(loc.result())
+    return SplitScore(metrics, candidate, float(threshold), box_curves, precision_recall)
 
 
 def score_split(batches: Iterable[RawBatch], targets: Targets, normalisation: Normalisation,

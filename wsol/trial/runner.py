@@ -41,8 +41,7 @@ from wsol.trial.evaluation import (
     SplitScore,
     Targets,
     infer,
-    score_split,
-    select_normalisation,
+    select_and_score,
 )
 
 
@@ -124,7 +123,8 @@ class Trial:
         c = config
         train_split = load_split(c.metadata_dir, protocol.TRAIN_WEAKSUP)
         val_split = load_split(c.metadata_dir, protocol.TRAIN_FULLSUP)
-        self.train_data = TrainDataset(train_split, c.data_root, train_transform(c.resize, c.crop))
+        self.train_data = TrainDataset(train_split, c.data_root,
+                                       train_transform(c.resize, c.crop, c.vertical_flip))
         self.val_data = EvalDataset(val_split, c.data_root, eval_transform(c.eval_size),
                                     mask_root=c.mask_root)
         self.targets = Targets(self.val_data, c.eval_size, cache=True)
@@ -141,8 +141,9 @@ class Trial:
             sampler.set_epoch(epoch)
             return DataLoader(self.train_data, batch_sampler=sampler, num_workers=c.num_workers,
                               generator=generator)
-        return DataLoader(self.train_data, batch_size=c.batch_size, shuffle=True,
-                          drop_last=len(self.train_data) > c.batch_size,
+        batch_size = self.method.batch_size(epoch)
+        return DataLoader(self.train_data, batch_size=batch_size, shuffle=True,
+                          drop_last=len(self.train_data) > batch_size,
                           num_workers=c.num_workers, generator=generator)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -164,23 +165,29 @@ class Trial:
         return losses
 
     def _evaluate(self) -> tuple[dict[str, Any], SplitScore, list[RawBatch]]:
+        """train-fullsup's metrics at the selected normalisation and threshold, min-max's
+        (`minmax_...`, test-free numbers comparable to the papers') and the seconds it took,
+        inference included (`evaluation_seconds`)."""
         c = self.config
+        started = time.perf_counter()
         loader = DataLoader(self.val_data, batch_size=c.batch_size, num_workers=c.num_workers)
         batches: list[RawBatch] = list(infer(self.method, loader, self.device))
-        normalisation, per_candidate = select_normalisation(batches, self.targets, self.metric, c)
-        scored = score_split(batches, self.targets, normalisation, c.curve_interval)
+        selection = select_and_score(batches, self.targets, self.metric, c)
+        scored = selection.scored
         metrics: dict[str, Any] = dict(scored.metrics)
         metrics.update({
             "score": metrics[self.metric],
             "selection_metric": self.metric,
-            "normalisation": normalisation.method,
-            "percentile": normalisation.percentile,
+            "normalisation": scored.normalisation.method,
+            "percentile": scored.normalisation.percentile,
             "threshold": scored.threshold,
-            "candidates": per_candidate,
+            "candidates": scored.candidates,
+            **selection.minmax,
         })
         label_free = self.method.label_free_score(torch.cat([b.maps for b in batches]))
         if label_free is not None:
             metrics["label_free_score"] = label_free
+        metrics["evaluation_seconds"] = time.perf_counter() - started
         return metrics, scored, batches
 
     def _selection_value(self, metrics: dict[str, Any]) -> float:
@@ -211,6 +218,9 @@ class Trial:
             is_best = False
             if evaluate:
                 metrics, scored, batches = self._evaluate()
+                # the evaluation's share of this epoch's time: training epoch + evaluation
+                metrics["evaluation_share"] = metrics["evaluation_seconds"] / (
+                    record["epoch_seconds"] + metrics["evaluation_seconds"])
                 record.update(metrics)
                 value = self._selection_value(metrics)
                 is_best = best is None or value > best["value"]
