@@ -118,3 +118,13 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth-tiny")
     generate(root, PRESETS["tiny"], seed=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A Ray of the module's own on two CPUs ("local": never a cluster running here)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

@@ -157,9 +157,10 @@ def test_bgc_losses_from_hand_made_features() -> None:
 
 def test_bgc_defaults_are_the_cub_vgg16_setting() -> None:
     """One coherent row of the paper (CUB, VGG16, Sec. 5.4), fine-grained L_norm included."""
-    assert make("bgc").hp == {
+    assert type(make("bgc")).defaults == {
         "lambda_sim": 0.5, "lambda_norm": 0.15, "lambda_drop": 3.0, "tau_fg": 0.6,
         "tau_bg": 0.1, "gamma": 0.8, "p": 0.5, "warm": 20, "fine_grained": True,
+        "warm_batch_size": None,
     }
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import optuna
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -27,13 +26,6 @@ from wsol.search.studies import JOURNAL_NAME, MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
 from wsol.trial.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def _values(tiny_synth: Path, tmp: Path, **changes: Any) -> dict[str, Any]:

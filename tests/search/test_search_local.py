@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from small_search import small_experiment
 
@@ -22,13 +21,6 @@ from wsol.search.progress import SearchProgress
 from wsol.search.runner import run_search
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.e2e

@@ -75,7 +75,7 @@ def test_values_are_read_as_yaml(tmp_path: Path) -> None:
 
 MALFORMED = [
     (["--set", "epoch=3"], "epoch", "unknown key; did you mean epochs?"),
-    (["--set", "learning_rate=0.1"], "learning_rate", "unknown key; trial fields: amp,"),
+    (["--set", "xyzzy=0.1"], "xyzzy", "unknown key; trial fields: amp,"),
     (["--set", "epochs=ten"], "epochs", "'ten' is not an int"),
     (["--set", "lr=-1"], "lr", "-1 is not > 0"),
     (["--set", "normalisations=minmax"], "normalisations",

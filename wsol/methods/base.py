@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -18,7 +18,7 @@ from torch import nn
 
 from wsol.common.factories import Factories
 from wsol.data.sampler import ClassSetBatchSampler
-from wsol.models.backbones import build_backbone
+from wsol.models.backbones import RESNETS, build_backbone, pretrained_fc
 from wsol.models.classifier import CAMClassifier
 from wsol.trial.config import TrialConfig
 
@@ -36,6 +36,9 @@ class Method:
     baseline: ClassVar[bool] = False
     # Method-specific hyperparameters with the authors' defaults; the search spaces use these names.
     defaults: ClassVar[dict[str, Any]] = {}
+    # The hyperparameters among `defaults` that belong to the training recipe (phases, their
+    # epochs and batch sizes), not to the losses: see wsol.trial.config.SCHEDULE_FIELDS.
+    recipe_params: ClassVar[tuple[str, ...]] = ()
     # What build_model builds: a CAMClassifier unless a method overrides it (then it overrides
     # the hooks below that use the classifier too, and declares its model's type).
     model: nn.Module
@@ -63,18 +66,43 @@ class Method:
             for name, opt in self.optimizers.items()
         }
 
+    @classmethod
+    def check_recipe(cls, config: TrialConfig) -> None:
+        """Refuses (ValueError, one line) a recipe the method cannot carry out as given, before
+        a search starts; the method's constructor applies the same rules."""
+
     def build_classifier(self) -> CAMClassifier:
+        """The backbone and a new classifier, initialised as `head_init` says, or started from
+        the pretrained weights' classifier (`keep_pretrained_fc`, ILSVRC on ResNets)."""
         c = self.config
         backbone = build_backbone(c.backbone, c.weights, large_feature_map=c.large_feature_map)
-        return CAMClassifier(backbone, self.num_classes)
+        model = CAMClassifier(backbone, self.num_classes)
+        model.init_head(c.head_init)
+        if c.keep_pretrained_fc:
+            if c.weights is None:
+                raise ValueError("keep_pretrained_fc needs pretrained weights (weights: "
+                                 "imagenet or a file); set keep_pretrained_fc: false")
+            model.fc.load_state_dict(pretrained_fc(c.backbone, c.weights, self.num_classes))
+        return model
 
-    def sgd(self, groups: list[dict] | Sequence[nn.Parameter]) -> torch.optim.SGD:
-        return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum,
-                               weight_decay=self.config.weight_decay)
+    def sgd(self, groups: list[dict] | Iterable[torch.Tensor], lr: float | None = None,
+            weight_decay: float | None = None) -> torch.optim.SGD:
+        """SGD with the trial's momentum, Nesterov flag and (unless given) rate and decay."""
+        c = self.config
+        return torch.optim.SGD(groups, lr=c.lr if lr is None else lr, momentum=c.momentum,
+                               nesterov=c.nesterov,
+                               weight_decay=c.weight_decay if weight_decay is None
+                               else weight_decay)
 
     def classifier_groups(self, model: CAMClassifier) -> list[dict]:
+        """Body at lr, new layers and classifier at lr * ratio; `layer4_rate: base` keeps a
+        ResNet's layer4 at lr (the authors' code, see TrialConfig.layer4_rate)."""
         c = self.config
-        return model.parameter_groups(c.lr, c.lr_classifier_ratio, c.weight_decay)
+        if c.layer4_rate == "base" and c.backbone not in RESNETS:
+            raise ValueError(f"layer4_rate: base applies to ResNets, not {c.backbone}; "
+                             "set layer4_rate: ratio")
+        return model.parameter_groups(c.lr, c.lr_classifier_ratio, c.weight_decay,
+                                      new_backbone_layers=c.layer4_rate == "ratio")
 
     # Hooks a method overrides -------------------------------------------------------------
 
@@ -86,8 +114,13 @@ class Method:
         return {"main": self.sgd(self.classifier_groups(self.model))}
 
     def batch_sampler(self, labels: Sequence[int], seed: int) -> ClassSetBatchSampler | None:
-        """None: plain shuffled batches of `batch_size`."""
+        """None: plain shuffled batches of `batch_size(epoch)`."""
         return None
+
+    def batch_size(self, epoch: int) -> int:
+        """The batch size of an epoch: a method whose paper changes it between phases (BGC's
+        warm-up, the weight map's f and g) overrides this."""
+        return self.config.batch_size
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
                     epoch: int) -> dict[str, float]:
@@ -122,10 +155,16 @@ class Method:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.amp)
 
+    def milestones(self, optimizer: str) -> Sequence[int]:
+        """The 0-based epochs from which an optimiser's rates are multiplied by `lr_decay`
+        once more; one schedule for all unless a method's phases have their own."""
+        return self.config.lr_milestones
+
     def set_epoch(self, epoch: int) -> None:
-        """Step decay by 10 at each of `lr_milestones` (the reference's MultiStepLR)."""
-        factor = 0.1 ** sum(epoch >= m for m in self.config.lr_milestones)
+        """Step decay by `lr_decay` at each milestone (MultiStepLR; wsolevaluation main.py:337
+        multiplies by 0.1, BGC trainer.py:366-369 by its lr_decay_rate)."""
         for name, optimizer in self.optimizers.items():
+            factor = self.config.lr_decay ** sum(epoch >= m for m in self.milestones(name))
             for group, base in zip(optimizer.param_groups, self._base_lrs[name], strict=True):
                 group["lr"] = base * factor
 

@@ -8,6 +8,7 @@ be checked on hand-made feature maps.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from wsol.methods.base import METHODS, Method
 from wsol.methods.minmaxcam import minmax_per_map
 from wsol.models.classifier import CAMClassifier
+from wsol.trial.config import TrialConfig
 
 
 class AttentiveDropout(nn.Module):
@@ -90,11 +92,17 @@ class BGC(Method):
     # Hyperparameters" (lambda_sim 0.5, lambda_norm 0.15, lambda_drop 3; tau_fg / tau_bg 0.6 /
     # 0.1; gamma / p 0.8 / 0.5). CUB is fine-grained, so L_norm uses the any-class regions
     # (Sec. 4.1). The CUB/ResNet50 and ImageNet/VGG16 settings are in the appendix, Sec. C.5.
-    # warm: the paper gives no number; 20 (of 70 epochs) is from the authors' CUB runs.
+    # warm: the paper gives no number; 20 (of 70 epochs) is from the authors' CUB configs
+    # (configs/config_exp_vgg.yaml:19, warm_epochs: 20).
+    # warm_batch_size: the batch size of the warm-up epochs (the code's warm_batch_size,
+    # trainer.py:94, then batch_size from the first epoch after it, main.py:55-56); None: the
+    # trial's batch_size throughout.
     defaults: ClassVar[dict[str, Any]] = {
         "lambda_sim": 0.5, "lambda_norm": 0.15, "lambda_drop": 3.0, "tau_fg": 0.6,
         "tau_bg": 0.1, "gamma": 0.8, "p": 0.5, "warm": 20, "fine_grained": True,
+        "warm_batch_size": None,
     }
+    recipe_params = ("warm", "warm_batch_size")
     # The CAM classifier with an AttentiveDropout added as its submodule `dropout`.
     model: CAMClassifier
 
@@ -102,9 +110,43 @@ class BGC(Method):
         if not self.hp["tau_bg"] < self.hp["tau_fg"]:
             raise ValueError(f"bgc needs tau_bg < tau_fg, got {self.hp['tau_bg']} and "
                              f"{self.hp['tau_fg']}")
+        self._fit_warm()
+        warm_batch = self.hp["warm_batch_size"]
+        if warm_batch is not None and (isinstance(warm_batch, bool)
+                                       or not isinstance(warm_batch, int) or warm_batch < 1):
+            raise ValueError(f"bgc warm_batch_size must be a positive integer or null, got "
+                             f"{warm_batch!r}")
         model = self.build_classifier()
         model.dropout = AttentiveDropout(float(self.hp["gamma"]), float(self.hp["p"]))
         return model
+
+    @classmethod
+    def check_recipe(cls, config: TrialConfig) -> None:
+        """L_sim and L_norm start after `warm` epochs, so warm >= epochs would train CE and
+        L_drop only: a warm-up the user set (config params, a search row or --set) is
+        refused."""
+        warm = config.params.get("warm")
+        if warm is not None and int(warm) >= config.epochs:
+            raise ValueError(f"bgc needs warm < epochs, got warm={warm} and "
+                             f"epochs={config.epochs}: L_sim and L_norm would never be turned on")
+
+    def _fit_warm(self) -> None:
+        """check_recipe's rule; the built-in default 20 is lowered to half the epochs, with a
+        note (as the weight map's classifier_epochs)."""
+        self.check_recipe(self.config)
+        warm, epochs = int(self.hp["warm"]), self.config.epochs
+        if warm < epochs:
+            return
+        adapted = epochs // 2
+        print(f"note: bgc warm {warm} -> {adapted} (it must be below epochs={epochs}); set it "
+              "to silence this", file=sys.stderr, flush=True)
+        self.hp["warm"] = adapted
+
+    def batch_size(self, epoch: int) -> int:
+        warm_batch = self.hp["warm_batch_size"]
+        if warm_batch is not None and epoch < int(self.hp["warm"]):
+            return int(warm_batch)
+        return self.config.batch_size
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor,
                     epoch: int) -> dict[str, float]:

@@ -116,8 +116,7 @@ class MinMaxCAM(Method):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         rate = c.lr * c.lr_classifier_ratio * float(self.hp["stage2_lr_scale"])
-        stage_two = torch.optim.SGD([self.model.fc.weight], lr=rate,
-                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        stage_two = self.sgd([self.model.fc.weight], lr=rate)
         return {"main": self.sgd(self.classifier_groups(self.model)), "stage2": stage_two}
 
     def batch_sampler(self, labels: Sequence[int], seed: int) -> ClassSetBatchSampler:

@@ -108,17 +108,43 @@ class WeightMap(Method):
         # over a few epochs is another regime and needs a larger rate (the search's range).
         "generator_lr": 1e-4, "variant": "I", "margin": 1.0, "embedding_dim": 200,
         "set_size": 2, "classes_per_batch": 8,
+        # f's own batch size, weight decay and 0-based decay epochs (the paper trains f at
+        # batch 16, weight decay 1e-4, lr / 10 every 80 epochs, and g at batch 128, sec. 4);
+        # None: the trial's batch_size, weight_decay and lr_milestones. g always takes the
+        # trial's, so `batch_size` is g's.
+        "classifier_batch_size": None, "classifier_weight_decay": None,
+        "classifier_lr_milestones": None,
     }
+    recipe_params = ("classifier_epochs", "classifier_batch_size", "classifier_weight_decay",
+                     "classifier_lr_milestones")
     model: WeightMapModel
 
     def build_model(self) -> WeightMapModel:
         if self.hp["variant"] not in ("I", "II"):
             raise ValueError(f"weightmap variant must be 'I' or 'II', got {self.hp['variant']!r}")
         self._fit_classifier_epochs()
+        self._check_phase_settings()
         encoder = str(self.hp["generator_encoder"])
         generator = UNetGenerator(encoder, None if encoder == "tiny" else self.config.weights)
         embedding = int(self.hp["embedding_dim"]) if self.hp["variant"] == "II" else None
         return WeightMapModel(self.build_f(), generator, embedding)
+
+    def _check_phase_settings(self) -> None:
+        """f's own batch size (a positive integer), weight decay (>= 0) and milestones (a list
+        of positive epochs), each None for the trial's."""
+        batch, decay, milestones = (self.hp[k] for k in (
+            "classifier_batch_size", "classifier_weight_decay", "classifier_lr_milestones"))
+        if batch is not None and (type(batch) is not int or batch < 1):
+            raise ValueError(f"weightmap classifier_batch_size must be a positive integer or "
+                             f"null, got {batch!r}")
+        if decay is not None and (isinstance(decay, bool) or not isinstance(decay, int | float)
+                                  or not 0 <= decay <= 1):
+            raise ValueError(f"weightmap classifier_weight_decay must be in [0, 1] or null, "
+                             f"got {decay!r}")
+        if milestones is not None and (not isinstance(milestones, list) or any(
+                type(m) is not int or m < 1 for m in milestones)):
+            raise ValueError(f"weightmap classifier_lr_milestones must be a list of epochs "
+                             f">= 1 or null, got {milestones!r}")
 
     def _fit_classifier_epochs(self) -> None:
         """classifier_epochs must leave the generator at least one epoch: the default 5 does
@@ -155,10 +181,22 @@ class WeightMap(Method):
         f_params = list(self.model.f.parameters())
         if self.model.embed is not None:
             f_params.extend(self.model.embed.parameters())
-        c = self.config
-        generator = torch.optim.SGD(self.model.g.parameters(), lr=float(self.hp["generator_lr"]),
-                                    momentum=c.momentum, weight_decay=c.weight_decay)
-        return {"f": self.sgd(f_params), "g": generator}
+        decay = self.hp["classifier_weight_decay"]
+        generator = self.sgd(self.model.g.parameters(), lr=float(self.hp["generator_lr"]))
+        return {"f": self.sgd(f_params, weight_decay=None if decay is None else float(decay)),
+                "g": generator}
+
+    def milestones(self, optimizer: str) -> Sequence[int]:
+        own = self.hp["classifier_lr_milestones"]
+        if optimizer == "f" and own is not None:
+            return [int(epoch) for epoch in own]
+        return self.config.lr_milestones
+
+    def batch_size(self, epoch: int) -> int:
+        own = self.hp["classifier_batch_size"]
+        if own is not None and epoch < int(self.hp["classifier_epochs"]):
+            return int(own)
+        return self.config.batch_size
 
     def batch_sampler(self, labels: Sequence[int], seed: int) -> ClassSetBatchSampler | None:
         if self.hp["variant"] == "I":

@@ -146,6 +146,23 @@ def load_torchvision(pretrained: Pretrained, weights: str | None,
     return model
 
 
+def pretrained_fc(name: str, weights: str, num_classes: int) -> dict[str, torch.Tensor]:
+    """The `fc.weight` and `fc.bias` of a ResNet's pretrained weights, for a dataset with the
+    weights' own classes: wsolevaluation and BGC keep them on ILSVRC (wsol/resnet.py
+    load_pretrained_model: `fc` is removed unless dataset_name is 'ILSVRC')."""
+    if name not in RESNETS:
+        raise ValueError(f"keep_pretrained_fc applies to {', '.join(RESNETS)}, not {name}; "
+                         "set keep_pretrained_fc: false")
+    state, source = _read_state_dict(weights, RESNETS[name].imagenet)
+    head = {key: state.get(f"fc.{key}") for key in ("weight", "bias")}
+    if head["weight"] is None or head["bias"] is None:
+        raise ValueError(f"keep_pretrained_fc: {source} has no fc.weight and fc.bias")
+    if head["weight"].shape[0] != num_classes:
+        raise ValueError(f"keep_pretrained_fc: {source} has {head['weight'].shape[0]} classes, "
+                         f"the data {num_classes}; set keep_pretrained_fc: false")
+    return {key: value for key, value in head.items() if value is not None}
+
+
 # Registration -------------------------------------------------------------------------------
 
 

@@ -24,13 +24,25 @@ class CAMClassifier(nn.Module):
         weights = self.fc.weight[labels]
         return torch.einsum("bk,bkhw->bhw", weights, features)
 
+    def init_head(self, mode: str) -> None:
+        """"default": PyTorch's; "normal": N(0, 0.01) weights and zero bias, as wsolevaluation
+        and BGC initialise every nn.Linear (wsol/util.py initialize_weights, lines 59-61)."""
+        if mode == "normal":
+            nn.init.normal_(self.fc.weight, 0, 0.01)
+            nn.init.zeros_(self.fc.bias)
+        elif mode != "default":
+            raise ValueError(f"head_init must be 'default' or 'normal', got {mode!r}")
+
     def parameter_groups(self, lr: float, lr_classifier_ratio: float,
-                         weight_decay: float) -> list[dict]:
-        """The reference's two rates: new layers and the classifier get lr * ratio."""
+                         weight_decay: float, new_backbone_layers: bool = True) -> list[dict]:
+        """The reference's two rates: new layers and the classifier get lr * ratio.
+        new_backbone_layers=False: only the classifier does (the backbone's `new` layers,
+        e.g. ResNet's layer4, train at lr)."""
         body: list[nn.Parameter] = []
         new: list[nn.Parameter] = []
         for parameter in self.backbone.parameters():
-            (new if self.backbone.is_new(parameter) else body).append(parameter)
+            higher = new_backbone_layers and self.backbone.is_new(parameter)
+            (new if higher else body).append(parameter)
         new.extend(self.fc.parameters())
         return [
             {"params": body, "lr": lr, "weight_decay": weight_decay},

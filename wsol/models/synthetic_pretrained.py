@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wsol.common.durable import replace_durably
+from wsol.common.node_lock import node_lock
 from wsol.data.synthetic import GENERATOR_VERSION, SynthConfig, render_image
 from wsol.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -128,7 +129,7 @@ def ensure_pretrained(config: PretrainConfig | None = None, directory: Path | No
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_suffix(".lock")):
+    with node_lock(path.with_suffix(".lock")):
         if path.is_file():  # built by another process while this one waited
             return path
         log(f"pretraining the tiny body on its synthetic task ({path.name}); once per machine")
@@ -140,21 +141,6 @@ def ensure_pretrained(config: PretrainConfig | None = None, directory: Path | No
         log(f"pretrained in {facts['seconds']} s: held-out accuracy "
             f"{facts['heldout_accuracy']:.1f}% on {config.task.classes} classes -> {path}")
     return path
-
-
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): concurrent builders each build; rename is atomic
-        yield
-        return
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, state: dict[str, torch.Tensor], sidecar: dict) -> None:

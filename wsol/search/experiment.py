@@ -13,7 +13,7 @@ from pydantic.dataclasses import dataclass
 
 from wsol.common.factories import Factories
 from wsol.common.outages import outage_limit_s
-from wsol.common.paths import expand, project_file
+from wsol.common.paths import expand, is_uri, project_file
 from wsol.common.typed_config import (
     STRICT,
     ConfigError,
@@ -23,6 +23,8 @@ from wsol.common.typed_config import (
     finite,
     read_mapping,
 )
+from wsol.data.bundled import bundled_metadata, bundled_name
+from wsol.data.manifest import how_to_prepare
 from wsol.data.synthetic import PRESETS
 from wsol.methods.base import METHODS, method_order
 from wsol.models.backbones import BACKBONES
@@ -39,6 +41,9 @@ from wsol.trial.config import (
 # general-object sets; the synthetic classes differ by one small part, like CUB's).
 DATASET_FAMILIES = {"cub": "fine_grained", "synthetic": "fine_grained", "ilsvrc": "generic",
                     "imagenet": "generic", "openimages": "generic"}
+
+# The one dataset a search may generate (synthetic_preset).
+SYNTHETIC = "synthetic"
 
 # Optuna samplers by name: TPE (multivariate), random search, Gaussian-process BO, CMA-ES,
 # quasi-Monte Carlo.
@@ -85,6 +90,14 @@ class Scheduler:
     type: Literal["asha", "fifo"] = "asha"
     grace_period: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 2
     reduction_factor: Annotated[float, finite(above=1, high=100)] = 2.0
+    # Pairs train for their own recipes' epochs (each pair's ASHA stops at them: max_t). Where
+    # the rungs lie: "epochs": at grace_period, grace_period * reduction_factor, ... epochs for
+    # every pair; "fraction": grace_period counts epochs of the pair with the fewest and is
+    # scaled to each pair's epochs, so every pair's rungs lie at the same fractions of its
+    # schedule (MinMaxCAM's 200 epochs are judged first at 200/70 times BGC's first rung).
+    # Equal for all pairs either way: the number of trials (trials_per_pair); see
+    # wsol.search.pair_spaces.pair_rungs.
+    rungs: Literal["epochs", "fraction"] = "fraction"
 
 
 @dataclass(config=STRICT)
@@ -104,9 +117,12 @@ class Experiment:
     # fine_grained | generic: picks the papers' default rows; default from `dataset`.
     family: Literal["fine_grained", "generic"] | None = None
     data_root: NonEmpty = "data/synthetic-demo"
+    # Default: the metadata the package ships for cub, ilsvrc (imagenet) and openimages,
+    # <data_root>/metadata for any other dataset.
     metadata_root: str | None = None
-    # Generate the synthetic benchmark with this preset when data_root does not exist yet
-    # (and warn when the existing one was written with other knobs or an older generator).
+    # dataset: synthetic only (null for any other): generate the synthetic benchmark with this
+    # preset when data_root does not exist yet (and warn when the existing one was written
+    # with other knobs or an older generator); null: synthetic data of your own.
     synthetic_preset: str | None = "demo"
     # Default: every registered method, in report order.
     methods: Names = field(default_factory=method_order)
@@ -117,7 +133,7 @@ class Experiment:
     # cpu, gpu, memory (bytes): see Resources.
     resources_per_trial: dict[NonEmpty, float] = field(default_factory=lambda: {"cpu": 1})
     # Optuna's sampler per pair, seeded (see SAMPLERS); random is the protocol's baseline.
-    # The default is the replay benchmark's pick (docs/search-efficiency.md): with ASHA it
+    # The default is the replay benchmark's pick (docs/search/efficiency.md): with ASHA it
     # reached random search's final best in a median 0.31 of random's epochs.
     sampler: Sampler = "gp"
     # Where the per-pair Optuna studies persist: None for a journal file beside the search's
@@ -133,6 +149,12 @@ class Experiment:
     scheduler: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(Scheduler()))
     # The folder of <method>.yaml search spaces; default: the project's search_spaces/.
     search_spaces: str | None = None
+    # "paper": each pair takes its search-space row's whole recipe (epochs, milestones and
+    # decay, batch sizes per phase, Nesterov, augmentation, head, warm-up: see
+    # wsol.trial.config.SCHEDULE_FIELDS); "own": only the rows' loss weights and rates, the
+    # schedule is `trial:`'s. None: "paper" for experiments whose trials ask for a GPU, "own"
+    # for CPU ones. Either way a value set in `trial:` or method_params wins over the row's.
+    recipe: Literal["paper", "own"] | None = None
     # Trial settings shared by all trials (any TrialConfig key), and per-method fixed values.
     trial: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[NonEmpty, Any]] = field(default_factory=dict)
@@ -144,16 +166,45 @@ class Experiment:
     tracking_uri: str | None = None
     ray_address: str | None = None
 
+    def __post_init__(self) -> None:
+        """Only the synthetic dataset is ever generated: a real one that is missing stops
+        the search (wsol.data.manifest.data_problem) instead of being replaced."""
+        if self.dataset.lower() != SYNTHETIC:
+            self.synthetic_preset = None
+
     def pairs(self) -> list[str]:
         return [pair_name(m, b) for m in self.methods for b in self.backbones]
 
+    def metadata_dir(self) -> Path:
+        """metadata_root; else the bundled metadata of a known benchmark, unless it has no
+        train list and `wsol data prepare` wrote one beside the data (ILSVRC: its train list
+        is built from the user's train tar); else <data_root>/metadata."""
+        if self.metadata_root:
+            return Path(expand(self.metadata_root)).resolve()
+        beside = Path(expand(self.data_root)).resolve() / "metadata"
+        known = bundled_name(self.dataset)
+        if known is None:
+            return beside
+        bundled = bundled_metadata(known)
+        train_list = Path("train", "image_ids.txt")
+        if not (bundled / train_list).is_file() and (beside / train_list).is_file():
+            return beside
+        return bundled
+
     def trial_base(self) -> dict[str, Any]:
         """Absolute paths: trials run in their own working directories, on any node."""
-        base = {**self.trial, "data_root": str(Path(expand(self.data_root)).resolve()),
-                "seed": self.seed}
-        if self.metadata_root:
-            base["metadata_root"] = str(Path(expand(self.metadata_root)).resolve())
+        data_root = expand(self.data_root)  # an s3:// shard prefix is kept as written
+        base = {**self.trial, "seed": self.seed,
+                "data_root": data_root if is_uri(data_root) else str(Path(data_root).resolve())}
+        if self.metadata_root or bundled_name(self.dataset):
+            base["metadata_root"] = str(self.metadata_dir())
         return base
+
+    def recipe_mode(self) -> str:
+        """`recipe`, or its default: the papers' recipes where trials run on GPUs."""
+        if self.recipe is not None:
+            return self.recipe
+        return "paper" if self.resources_per_trial.get("gpu", 0) > 0 else "own"
 
     def dataset_family(self) -> str:
         return self.family or DATASET_FAMILIES[self.dataset.lower()]
@@ -198,6 +249,11 @@ def experiment_from_dict(values: dict[str, Any], source: str = "experiment") -> 
         raise ConfigError(f"{source}: name: {shown} is not {NAME_RULE}")
     _known(experiment.methods, METHODS, source, "methods")
     _known(experiment.backbones, BACKBONES, source, "backbones")
+    if values.get("synthetic_preset") is not None and experiment.dataset.lower() != SYNTHETIC:
+        hint = how_to_prepare(experiment.dataset, Path(expand(experiment.data_root)))
+        raise ConfigError(f"{source}: synthetic_preset: only dataset: {SYNTHETIC} is generated; "
+                          f"dataset {experiment.dataset!r} is real data: drop synthetic_preset "
+                          f"and prepare it with {hint}")
     if experiment.synthetic_preset is not None and experiment.synthetic_preset not in PRESETS:
         raise ConfigError(f"{source}: synthetic_preset: {experiment.synthetic_preset!r} is not "
                           f"one of {', '.join(PRESETS)} (or null for data of your own)")
@@ -227,6 +283,8 @@ def _scheduler_fits(experiment: Experiment, source: str) -> None:
     epochs = [(f"trial.epochs {experiment.trial['epochs']}" if "epochs" in experiment.trial
                else f"the default trial.epochs {default}",
                experiment.trial.get("epochs", default))]
+    if "epochs" not in experiment.trial and experiment.recipe_mode() == "paper":
+        epochs = []  # each pair's recipe has its epochs: checked per pair (pair_rungs)
     epochs += [(f"method_params.{method}.epochs {params['epochs']}", params["epochs"])
                for method, params in experiment.method_params.items() if "epochs" in params]
     for what, count in epochs:

@@ -3,16 +3,29 @@ runs, the papers' default row it starts from, and the epochs a trial of it train
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 
 from wsol.methods.base import METHODS
 from wsol.search.experiment import Experiment
 from wsol.search.pairs import PAIR_KEY
-from wsol.search.space import SearchSpace, load_search_space
+from wsol.search.space import DefaultRow, SearchSpace, load_search_space
 from wsol.search.trainable import trial_config_values
-from wsol.trial.config import ConfigError, TrialConfig, config_from_dict
+from wsol.trial.config import (
+    RECIPE_CARD_FIELDS,
+    SCHEDULE_FIELDS,
+    ConfigError,
+    TrialConfig,
+    config_from_dict,
+)
+
+
+class PairRungs(NamedTuple):
+    """One pair's ASHA: its trials' epochs (max_t) and its first rung."""
+
+    max_t: int
+    grace_period: int
 
 
 def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
@@ -42,7 +55,24 @@ def load_spaces(experiment: Experiment) -> dict[str, SearchSpace]:
             _check_sample(experiment, method, space, defaults)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    _check_recipes(experiment, defaults)
+    if experiment.scheduler.get("type") == "asha":
+        pair_rungs(experiment, spaces)  # refuses a first rung after a pair's last epoch
     return spaces
+
+
+def _check_recipes(experiment: Experiment, defaults: dict[str, dict[str, Any]]) -> None:
+    """Each pair's recipe is one its method can carry out (e.g. BGC's warm-up shorter than
+    its epochs when `trial.epochs` shortens a row's schedule), refused before any trial."""
+    for pair in experiment.pairs():
+        method = pair.split("/")[0]
+        config = config_from_dict(trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
+                                                      experiment.method_params, defaults),
+                                  f"{experiment.name}: {pair}")
+        try:
+            METHODS.get(method).check_recipe(config)
+        except ValueError as error:
+            raise ConfigError(f"{experiment.name}: {pair}: {error}") from None
 
 
 def _check_sample(experiment: Experiment, method: str, space: SearchSpace,
@@ -58,20 +88,61 @@ def _check_sample(experiment: Experiment, method: str, space: SearchSpace,
                      str(space.path))
 
 
-def pair_defaults(experiment: Experiment,
-                  spaces: dict[str, SearchSpace]) -> dict[str, dict[str, Any]]:
-    """Per pair, the papers' row for this dataset family, backbone and regime, less what the
-    experiment sets itself (a user's value wins)."""
-    defaults = {}
+def pair_rows(experiment: Experiment,
+              spaces: dict[str, SearchSpace]) -> dict[str, DefaultRow | None]:
+    """Per pair, the papers' row for this dataset, family, backbone and regime (None: the
+    method's built-in defaults)."""
+    rows = {}
     for pair in experiment.pairs():
         method, backbone = pair.split("/")
-        row = spaces[method].default_row(experiment.dataset_family(), backbone,
-                                         experiment.pretrained())
+        rows[pair] = spaces[method].default_row(experiment.dataset_family(), backbone,
+                                                experiment.pretrained(), experiment.dataset)
+    return rows
+
+
+def recipe_keys(method: str) -> set[str]:
+    """The keys of a row that are its training recipe rather than its losses and rates."""
+    return set(SCHEDULE_FIELDS) | set(METHODS.get(method).recipe_params)
+
+
+def pair_defaults(experiment: Experiment,
+                  spaces: dict[str, SearchSpace]) -> dict[str, dict[str, Any]]:
+    """Per pair, the papers' row less what the experiment sets itself (a user's value wins),
+    and less its recipe with `recipe: own`."""
+    defaults = {}
+    for pair, row in pair_rows(experiment, spaces).items():
         if row is None:
             continue
+        method = pair.split("/")[0]
         own = set(experiment.trial) | set(experiment.method_params.get(method, {}))
+        if experiment.recipe_mode() == "own":
+            own |= recipe_keys(method)
         defaults[pair] = {k: v for k, v in row.values.items() if k not in own}
     return defaults
+
+
+def pair_recipes(experiment: Experiment,
+                 spaces: dict[str, SearchSpace]) -> dict[str, dict[str, Any]]:
+    """Per pair, its recipe card before sampling: the rates and recipe fields every trial of
+    the pair trains with, from its row, the experiment and the built-in defaults."""
+    defaults = pair_defaults(experiment, spaces)
+    cards = {}
+    for pair in experiment.pairs():
+        method = pair.split("/")[0]
+        values = trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
+                                     experiment.method_params, defaults)
+        settings = {**TrialConfig().to_dict(), **values}
+        params = {**METHODS.get(method).defaults, **values["params"]}
+        cards[pair] = {**{k: settings[k] for k in RECIPE_CARD_FIELDS},
+                       **{k: params[k] for k in METHODS.get(method).recipe_params}}
+    return cards
+
+
+def pair_recipe_sources(experiment: Experiment,
+                        spaces: dict[str, SearchSpace]) -> dict[str, str]:
+    """Per pair, where its recipe comes from (the row's source)."""
+    return {pair: " ".join(row.source.split()) if row else "built-in defaults"
+            for pair, row in pair_rows(experiment, spaces).items()}
 
 
 def first_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -99,3 +170,26 @@ def pair_epochs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[
                                           experiment.method_params, defaults)
                       .get("epochs", TrialConfig.epochs))
             for pair in experiment.pairs()}
+
+
+def pair_rungs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[str, PairRungs]:
+    """Each pair's ASHA: max_t its own epochs; its first rung (grace period) the experiment's
+    grace_period, or with `scheduler.rungs: fraction` that many epochs of the shortest pair
+    scaled to the pair's epochs. Every pair keeps trials_per_pair trials: equal budgets are
+    equal numbers of configurations tried, each trained on its own paper's schedule at most
+    (epochs and GPU-hours then differ by pair, and are reported per pair)."""
+    epochs = pair_epochs(experiment, spaces)
+    spec = experiment.scheduler
+    grace = int(spec.get("grace_period", 1))
+    shortest = min(epochs.values())
+    rungs = {}
+    for pair, count in epochs.items():
+        scaled = grace if spec.get("rungs", "fraction") == "epochs" else \
+            max(1, round(grace * count / shortest))
+        if scaled > count:
+            raise ConfigError(f"{experiment.name}: scheduler.grace_period: {grace} is more than "
+                              f"{pair}'s {count} epochs (ASHA's first rung must come at or "
+                              "before a trial's last epoch); lower grace_period or use "
+                              "scheduler: {type: fifo}")
+        rungs[pair] = PairRungs(count, scaled)
+    return rungs

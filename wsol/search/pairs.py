@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -152,15 +152,16 @@ def _restore_optuna(searcher: Searcher, saved: dict[str, Any]) -> None:
 
 
 class PairedASHA(FIFOScheduler):
-    """ASHA rungs kept per pair; runs trials first-in first-out."""
+    """ASHA rungs kept per pair, each on its pair's own epochs (`rungs`: pair -> (max_t,
+    grace_period)); runs trials first-in first-out."""
 
-    def __init__(self, pairs: list[str], metric: str, mode: str, max_t: int,
-                 grace_period: int, reduction_factor: float):
+    def __init__(self, rungs: Mapping[str, tuple[int, int]], metric: str, mode: str,
+                 reduction_factor: float):
         super().__init__()
         self.schedulers = {
-            pair: ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
+            pair: ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace,
                                 reduction_factor=reduction_factor)
-            for pair in pairs
+            for pair, (max_t, grace) in rungs.items()
         }
 
     def _for(self, trial: Trial) -> TrialScheduler:

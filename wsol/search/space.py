@@ -20,10 +20,17 @@ from wsol.methods.base import METHODS
 from wsol.trial.config import TrialConfig
 
 TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)} - {"method", "params"}
-# What a row of authors' defaults is chosen by: the dataset family (fine-grained CUB against
-# ImageNet / OpenImages), the backbone, and whether the body starts from pretrained weights.
-ROW_SELECTORS = {"family": ("fine_grained", "generic"), "backbone": None,
+# What a row of authors' defaults is chosen by: the dataset (its name, `imagenet` read as
+# `ilsvrc`), its family (fine-grained CUB against ImageNet / OpenImages), the backbone, and
+# whether the body starts from pretrained weights.
+ROW_SELECTORS = {"dataset": None, "family": ("fine_grained", "generic"), "backbone": None,
                  "pretrained": (True, False)}
+DATASET_ALIASES = {"imagenet": "ilsvrc"}
+
+
+def row_dataset(name: str) -> str:
+    """A dataset's name as rows select it."""
+    return DATASET_ALIASES.get(name.lower(), name.lower())
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,12 @@ class SearchSpace:
     less_than: dict[str, str]  # a -> b for each constraint "a < b"
     defaults: list[DefaultRow] = field(default_factory=list)
 
-    def default_row(self, family: str, backbone: str, pretrained: bool) -> DefaultRow | None:
+    def default_row(self, family: str, backbone: str, pretrained: bool,
+                    dataset: str | None = None) -> DefaultRow | None:
         """The first row whose conditions all hold for this setting (rows go from specific
         to general); None when the method's built-in defaults apply."""
-        setting = {"family": family, "backbone": backbone, "pretrained": pretrained}
+        setting = {"family": family, "backbone": backbone, "pretrained": pretrained,
+                   "dataset": None if dataset is None else row_dataset(dataset)}
         return next((row for row in self.defaults if row.matches(setting)), None)
 
     def with_ranges(self, ranges: dict[str, dict[str, Any]], source: str) -> SearchSpace:
@@ -224,8 +233,8 @@ def _rows(path: Path, raw: list[RowSpec], known: set[str]) -> list[DefaultRow]:
             allowed = ROW_SELECTORS.get(selector, ())
             if selector not in ROW_SELECTORS or (allowed is not None and value not in allowed):
                 raise _fail(path, f"{key}.when.{selector}",
-                            f"{value!r} is not a condition (family: fine_grained|generic, "
-                            "backbone: NAME, pretrained: true|false)")
+                            f"{value!r} is not a condition (dataset: NAME, family: "
+                            "fine_grained|generic, backbone: NAME, pretrained: true|false)")
         for name in row.values:
             if name not in known:
                 raise _fail(path, f"{key}.values.{name}",

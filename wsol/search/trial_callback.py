@@ -64,11 +64,19 @@ class MLflowTrialCallback(Callback):
     # A callback pickled by an older version (a restored search) has no Tune run name: it
     # retires, as it did, any run of its parent run that Ray does not know.
     tune_run: str | None = None
+    # Per pair, the recipe card and its source (wsol.search.pair_spaces.pair_recipes); empty
+    # in a callback pickled by an older version.
+    recipes: dict[str, dict[str, Any]] = {}  # noqa: RUF012  (never mutated)
+    recipe_sources: dict[str, str] = {}  # noqa: RUF012
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                 dataset: str, tune_run: str | None = None):
+                 dataset: str, tune_run: str | None = None,
+                 recipes: dict[str, dict[str, Any]] | None = None,
+                 recipe_sources: dict[str, str] | None = None):
         self.tracking_uri = tracking_uri
         self.tune_run = tune_run
+        self.recipes = dict(recipes or {})
+        self.recipe_sources = dict(recipe_sources or {})
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.dataset = dataset
@@ -130,7 +138,7 @@ class MLflowTrialCallback(Callback):
             if run.info.status != "RUNNING":
                 client.update_run(run_id, "RUNNING")
             # A retried start whose run was made but whose params were not logged.
-            missing = [Param(k, v) for k, v in flat_params(trial.config).items()
+            missing = [Param(k, v) for k, v in self._params(trial.config).items()
                        if k not in run.data.params]
             if missing:
                 client.log_batch(run_id, params=missing)
@@ -149,12 +157,22 @@ class MLflowTrialCallback(Callback):
                 schema.KIND: schema.TRIAL, schema.METHOD: method, schema.BACKBONE: backbone,
                 schema.DATASET: self.dataset, schema.SELECTION_SPLIT: SELECTION_SPLIT,
                 **({schema.TUNE_RUN: self.tune_run} if self.tune_run else {}),
+                **({schema.RECIPE_SOURCE: self.recipe_sources[pair][:5000]}
+                   if pair in self.recipe_sources else {}),
             }).info.run_id
             self.names[trial.trial_id] = name
             client.log_batch(run_id, params=[Param(k, v)
-                                             for k, v in flat_params(trial.config).items()])
+                                             for k, v in self._params(trial.config).items()])
         self.runs[trial.trial_id] = run_id
         return run_id
+
+    def _params(self, config: dict[str, Any]) -> dict[str, str]:
+        """A trial's params: its sampled and fixed values, and its recipe card (`recipe.*`:
+        the pair's recipe with the trial's sampled values of its fields)."""
+        card = self.recipes.get(config.get(PAIR_KEY, ""), {})
+        resolved = {key: config.get(key, value) for key, value in card.items()}
+        return {**flat_params(config),
+                **flat_params(resolved, schema.RECIPE_PARAM_PREFIX)}
 
     # The Tune hooks only queue records; _flush writes them.
 

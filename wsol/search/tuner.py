@@ -14,7 +14,13 @@ from ray.tune.search.optuna import OptunaSearch
 
 from wsol.common.outages import outage_limit_s
 from wsol.search.experiment import Experiment
-from wsol.search.pair_spaces import first_point, pair_defaults
+from wsol.search.pair_spaces import (
+    first_point,
+    pair_defaults,
+    pair_recipe_sources,
+    pair_recipes,
+    pair_rungs,
+)
 from wsol.search.pairs import PAIR_KEY, PairedASHA, PairedSearcher
 from wsol.search.progress import SearchProgress
 from wsol.search.space import SearchSpace
@@ -61,7 +67,9 @@ def new_tuner(experiment: Experiment, spaces: dict[str, SearchSpace], parent: Pa
     """A new search's Tune run, or a continuation's (`budgets`: trials per pair)."""
     assert parent.studies is not None
     callback = MLflowTrialCallback(uri, parent.experiment_id, parent.run_id, experiment.dataset,
-                                   parent.tune_name)
+                                   parent.tune_name,
+                                   recipes=pair_recipes(experiment, spaces),
+                                   recipe_sources=pair_recipe_sources(experiment, spaces))
     defaults = pair_defaults(experiment, spaces)
     progress = SearchProgress(
         budgets,
@@ -77,7 +85,7 @@ def new_tuner(experiment: Experiment, spaces: dict[str, SearchSpace], parent: Pa
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=_scheduler(experiment),
+            search_alg=searcher, scheduler=_scheduler(experiment, spaces),
             num_samples=sum(budgets.values()),
             time_budget_s=experiment.time_budget_s,
             reuse_actors=True,  # no new worker process (and imports) per trial
@@ -112,11 +120,10 @@ def _searcher(experiment: Experiment, spaces: dict[str, SearchSpace],
     return PairedSearcher(searchers, budgets, METRIC, MODE, run_of)
 
 
-def _scheduler(experiment: Experiment) -> TrialScheduler:
+def _scheduler(experiment: Experiment, spaces: dict[str, SearchSpace]) -> TrialScheduler:
+    """FIFO, or one ASHA per pair on the pair's own epochs (pair_rungs)."""
     spec = experiment.scheduler
     if spec["type"] == "fifo":
         return FIFOScheduler()
-    max_t = int(experiment.trial_base().get("epochs", 10))
-    return PairedASHA(experiment.pairs(), METRIC, MODE, max_t=max_t,
-                      grace_period=int(spec.get("grace_period", 1)),
+    return PairedASHA(pair_rungs(experiment, spaces), METRIC, MODE,
                       reduction_factor=float(spec.get("reduction_factor", 2)))

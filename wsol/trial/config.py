@@ -28,9 +28,10 @@ from wsol.common.typed_config import (
     read_mapping,
     read_yaml,
 )
+from wsol.data.shards import is_shard_uri, uri_problem
 
-__all__ = ["ConfigError", "OverrideError", "TrialConfig", "apply_overrides", "config_from_dict",
-           "load_config", "parse_overrides", "read_yaml"]
+__all__ = ["RECIPE_CARD_FIELDS", "SCHEDULE_FIELDS", "ConfigError", "OverrideError", "TrialConfig",
+           "apply_overrides", "config_from_dict", "load_config", "parse_overrides", "read_yaml"]
 
 
 def _either(values: Sequence[object]) -> str:
@@ -64,8 +65,11 @@ class TrialConfig:
     # papers start from); or a path to a state dict.
     weights: str | None = None
     large_feature_map: bool = False
+    # A folder, or s3://bucket/prefix of `wsol data shard` shards (wsol/data/shards.py), which
+    # each node fetches once into its local cache; the metadata is then a local folder.
     data_root: str = "data/synthetic-demo"
-    metadata_root: str | None = None  # default: <data_root>/metadata
+    # default: <data_root>/metadata
+    metadata_root: Annotated[str | None, Field(validate_default=True)] = None
     mask_root: str | None = None  # default: data_root
     epochs: Epochs = 10
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 32
@@ -73,7 +77,25 @@ class TrialConfig:
     lr_classifier_ratio: Annotated[float, finite(above=0, high=1000)] = 10.0
     weight_decay: Annotated[float, finite(0, MAX_WEIGHT_DECAY)] = 5e-4
     momentum: Annotated[float, finite(0, below=1)] = 0.9
+    # Nesterov momentum (wsolevaluation main.py:161, BGC trainer.py:179 and MinMaxCAM
+    # train.py:254 all use it); needs momentum > 0.
+    nesterov: bool = False
     lr_milestones: list[Epochs] = field(default_factory=list)
+    # The factor the rates are multiplied by at each milestone: 0.1 in wsolevaluation
+    # (main.py:337-340) and MinMaxCAM (train.py:277), 0.2 in BGC's CUB configs.
+    lr_decay: Annotated[float, finite(above=0, high=1)] = 0.1
+    # ResNets: whether layer4 trains at lr * lr_classifier_ratio ("ratio": BGC appendix B and
+    # wsolevaluation main.py:72-75) or at lr ("base": BGC's trainer.py:78-81 and MinMaxCAM's
+    # train.py:251-254 put only the classifier at the higher rate).
+    layer4_rate: Literal["ratio", "base"] = "ratio"
+    # The new classifier's initialisation: "default" (PyTorch's) or "normal" (N(0, 0.01),
+    # bias 0: wsolevaluation and BGC wsol/util.py initialize_weights).
+    head_init: Literal["default", "normal"] = "default"
+    # ResNets with ImageNet-1K weights on a 1000-class dataset: start `fc` from the weights'
+    # classifier, as wsolevaluation and BGC do on ILSVRC (wsol/resnet.py load_pretrained_model).
+    keep_pretrained_fc: bool = False
+    # Random vertical flips in training besides the horizontal ones (MinMaxCAM train.py:136).
+    vertical_flip: bool = False
     resize: Size = 256
     crop: Size = 224  # at most resize
     eval_size: Size = 224
@@ -114,6 +136,29 @@ class TrialConfig:
             raise ValueError(f"<= resize ({resize}): the crop is cut from the resized image")
         return value
 
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("momentum") == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0; set nesterov: false")
+        return value
+
+    @field_validator("data_root")
+    @classmethod
+    def _a_folder_or_shards(cls, value: str) -> str:
+        why = uri_problem(value)
+        if why:
+            raise ValueError(f"a folder or s3://bucket/prefix ({why})")
+        return value
+
+    @field_validator("metadata_root")
+    @classmethod
+    def _local_beside_shards(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and is_shard_uri(info.data.get("data_root", "")):
+            raise ValueError("set: a local folder, required when data_root is an s3:// URI "
+                             "(e.g. the bundled metadata under wsol/data/benchmark_metadata)")
+        return value
+
     @field_validator("device")
     @classmethod
     def _a_known_device(cls, value: str) -> str:
@@ -130,6 +175,15 @@ class TrialConfig:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrialConfig)}
+
+# A paper's training recipe beyond its loss weights and rates: what a search space's default
+# row carries for its setting, what `recipe: own` leaves to the experiment, and (with the rates
+# below) what a trial's recipe card records. A method adds its own (Method.recipe_params).
+SCHEDULE_FIELDS = ("epochs", "batch_size", "weight_decay", "momentum", "nesterov",
+                   "lr_milestones", "lr_decay", "layer4_rate", "head_init",
+                   "keep_pretrained_fc", "vertical_flip")
+RECIPE_CARD_FIELDS = ("lr", "lr_classifier_ratio", "large_feature_map", "resize", "crop",
+                      *SCHEDULE_FIELDS)
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrialConfig:
