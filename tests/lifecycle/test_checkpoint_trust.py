@@ -32,14 +32,6 @@ def best_pt(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "best.pt"
 
 
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
-    monkeypatch.chdir(tmp_path)  # the report experiment's artifacts go under ./mlruns
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client.create_experiment("searches", artifact_location=str(tmp_path / "artifacts"))
-    return client
-
-
 def trial_run(client: MlflowClient, checkpoint: Path, choices_of: Path | None = None) -> str:
     """A finished trial run whose checkpoint/best.pt is `checkpoint`, tagged with the choices
     stored in `choices_of` (default: the checkpoint itself)."""

@@ -22,6 +22,7 @@ from small_search import small_experiment
 
 from wsol.cli import main as wsol
 from wsol.lifecycle.promote import rank
+from wsol.methods import baseline_method
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 BASE_SEED = 5
@@ -60,6 +61,8 @@ def test_compare_searches_promotes_evaluates_once_and_reports(
                  "--tracking-uri", uri, "--device", "cpu", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     compare_id = summary["compare_id"]
+    assert {"MaxBoxAccV2", "minmax_MaxBoxAccV2", "PxAP", "minmax_PxAP"} <= \
+        set(summary["seeds"][0]["pairs"]["cam/tiny"]["test"])
     seeds = [BASE_SEED, BASE_SEED + 1]
     client = MlflowClient(uri)
 
@@ -99,6 +102,7 @@ def test_compare_searches_promotes_evaluates_once_and_reports(
         assert tags["wsol.model_version"] == versions[(method, seed)]
         for metric in ("MaxBoxAccV2", "PxAP"):
             per_seed[metric][method][seed] = run.data.metrics[f"test/{metric}"]
+            assert f"test/minmax_{metric}" in run.data.metrics  # the papers' reading too
     assert {len(v) for m in per_seed.values() for v in m.values()} == {2}
 
     report = tmp_path / "report"
@@ -120,7 +124,7 @@ def test_compare_searches_promotes_evaluates_once_and_reports(
         diffs = [mine[s] - cam[s] for s in seeds]  # paired by seed
         mean = statistics.fmean(diffs)
         half = stats.t.ppf(0.975, 1) * statistics.stdev(diffs) / math.sqrt(2)
-        assert row["test vs CAM"] == f"{mean:+.2f}"
+        assert row[f"test vs {baseline_method()}"] == f"{mean:+.2f}"
         assert row["95% interval"] == f"[{mean - half:+.2f}, {mean + half:+.2f}]"
         assert row["interval"].startswith("paired t, df 1")
         expected = "better" if mean - half > 0 else "worse" if mean + half < 0 \

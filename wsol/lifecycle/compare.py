@@ -34,8 +34,11 @@ from wsol.lifecycle.evaluate import evaluate_model
 from wsol.lifecycle.promote import Promotion, PromotionError, promote, rank, refusal
 from wsol.search.experiment import Experiment
 from wsol.search.runner import prepare_data, run_search
+from wsol.trial.evaluation import minmax_key
 
 TEST_KEYS = (protocol.MAX_BOX_ACC, *protocol.SELECTION_METRICS)
+# compare.json's test numbers: the selected normalisation's and min-max's (the papers').
+SUMMARY_KEYS = (*TEST_KEYS, *map(minmax_key, TEST_KEYS))
 
 
 def new_compare_id() -> str:
@@ -146,7 +149,7 @@ def _promote_and_evaluate(client: MlflowClient, experiment: Experiment, pair: st
             "run_id": promotion.run_id, "train_fullsup_score": promotion.score,
             "choices": promotion.choices, "tie_break": tie,
             "evaluation_run_id": result["evaluation_run_id"],
-            "test": {k: result[k] for k in TEST_KEYS if k in result}}
+            "test": {k: result[k] for k in SUMMARY_KEYS if k in result}}
 
 
 def _promote(client: MlflowClient, experiment: Experiment, method: str, backbone: str,

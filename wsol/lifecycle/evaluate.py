@@ -1,7 +1,9 @@
 """`wsol evaluate`: the one reading of the test split, for a promoted model or a trial run.
 
 It loads the checkpoint and the choices train-fullsup made (normalisation, percentile,
-threshold), scores test with them and logs an evaluation run linked to the model version.
+threshold), scores test with them and logs an evaluation run linked to the model version;
+the same maps scored with min-max alone are logged beside them as `test/minmax_<metric>`, the
+numbers the papers print (wsol.lifecycle.minmax).
 It chooses nothing, so running it again gives the same numbers; every reading is counted,
 on the trial run and on its model version alike, and before test is opened, so that
 repeated peeking at test is visible whichever way the model was named.
@@ -24,6 +26,7 @@ from wsol.common import tracking_schema as schema
 from wsol.common.outages import lock_retrying
 from wsol.lifecycle import runs
 from wsol.lifecycle.final_evaluation import evaluate_checkpoint, load_checkpoint
+from wsol.lifecycle.minmax import train_fullsup_threshold
 from wsol.lifecycle.promote import file_sha256, refusal
 
 
@@ -91,6 +94,8 @@ def evaluate_model(client: MlflowClient, model: str, data_root: str | None = Non
             "run_id": run.info.run_id, "epoch": state["epoch"],
             "normalisation": selected["normalisation"], "percentile": selected["percentile"],
             "threshold": float(selected["threshold"]),
+            # Loc of min-max maps is read at this train-fullsup threshold (None: not read).
+            "minmax_threshold": train_fullsup_threshold(selected),
         }
         tags = {schema.KIND: schema.EVALUATION, schema.SPLIT: protocol.TEST_SPLIT,
                 schema.TRIAL_RUN_ID: run.info.run_id, schema.METHOD: pair.method,

@@ -1,7 +1,8 @@
 """The final evaluation of a selected checkpoint: the only code that opens the test split.
 
 Every choice (epoch, normalisation, percentile, threshold) comes from the checkpoint, where
-the trial runner stored what train-fullsup selected; nothing is chosen here.
+the trial runner stored what train-fullsup selected; nothing is chosen here. The same maps are
+also scored with min-max alone (wsol.lifecycle.minmax), the normalisation the papers report.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from wsol.common import protocol
 from wsol.data.datasets import EvalDataset
 from wsol.data.metadata import load_split
 from wsol.data.transforms import eval_transform
+from wsol.lifecycle.minmax import MinMaxReading
 from wsol.methods.base import build_method
 from wsol.scoring.selection import Normalisation
 from wsol.trial.artifacts import plot_curves, save_overlays, write_curves
@@ -34,9 +36,10 @@ def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str 
                         metadata_root: str | None = None, device: str = "auto",
                         batch_size: int | None = None, pictures: Path | None = None,
                         ) -> tuple[SplitScore, dict[str, Any]]:
-    """Test metrics of `best.pt` (a path, or its loaded state) with its stored choices; data
-    roots may be re-pointed. With `pictures` (a directory), also the test curves and overlays
-    of the first images."""
+    """Test metrics of `best.pt` (a path, or its loaded state) with its stored choices, and
+    those of min-max maps under `minmax_` names; data roots may be re-pointed. With `pictures`
+    (a directory), also the test curves and overlays of the first images (selected
+    normalisation)."""
     if isinstance(checkpoint, dict):
         state, source = checkpoint, "checkpoint"
     else:
@@ -61,15 +64,18 @@ def evaluate_checkpoint(checkpoint: str | Path | dict[str, Any], data_root: str 
                         num_workers=config.num_workers)
     targets = Targets(data, config.eval_size, cache=False)
     first: list[RawBatch] = []
+    minmax = MinMaxReading(selected)
 
     def keep_first(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
         for batch in batches:
             if not first:
                 first.append(batch)
+            minmax.add(batch)
             yield batch
 
     score = score_split(keep_first(infer(method, loader, torch_device)), targets, normalisation,
                         config.curve_interval, threshold=float(selected["threshold"]))
+    score.metrics.update(minmax.metrics(score.metrics, targets, config.curve_interval))
     if pictures is not None:
         pictures.mkdir(parents=True, exist_ok=True)
         write_curves(score, pictures / "curves.json")

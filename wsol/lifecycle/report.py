@@ -2,7 +2,10 @@
 
 Rows are method x backbone, columns each dataset's metric on train-fullsup (the best trial's
 selected epoch) and on test (the latest `wsol evaluate` of that pair), each with the
-difference to CAM on the same backbone, and how many trials stand behind the row. Written as
+difference to the baseline method (wsol.methods.baseline_method) on the same backbone, the same
+two numbers of min-max normalised maps (what the papers report), and how many trials stand
+behind the row. A section sets the min-max test numbers beside the papers' published ones
+(wsol.lifecycle.published). Written as
 Markdown, CSV and LaTeX, with the threshold curves, search histories and parallel
 coordinates, and logged as a report run. Where the runs hold a compare (`wsol compare`), the
 report adds its verdict per method (wsol.lifecycle.report_compare), and for every report the
@@ -32,8 +35,9 @@ from mlflow.tracking import MlflowClient
 from wsol.common import protocol
 from wsol.common import tracking_schema as schema
 from wsol.common.tracking_store import ensure_experiment
-from wsol.lifecycle import figures, report_compare, robustness, runs
+from wsol.lifecycle import figures, published, report_compare, robustness, runs
 from wsol.methods import baseline_method, method_rank
+from wsol.trial.evaluation import minmax_key
 
 METRICS = protocol.SELECTION_METRICS
 SPLITS = (protocol.SELECTION_SPLIT, protocol.TEST_SPLIT)
@@ -90,20 +94,30 @@ def collect(client: MlflowClient, experiments: list[str] | None,
                                                    *method_rank(r.pair.method)))
 
 
+def _present(results: list[PairResult], dataset: str, metric: str) -> bool:
+    return any(r.value(split, metric) is not None for r in results
+               if r.pair.dataset == dataset for split in SPLITS)
+
+
 def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows; every numeric column names its split."""
+    """Header and rows; every numeric column names its split, and min-max ones say so."""
     datasets = sorted({r.pair.dataset for r in results})
     metrics = {d: [m for m in METRICS if any(r.value(protocol.SELECTION_SPLIT, m) is not None
                                              for r in results if r.pair.dataset == d)]
                for d in datasets}
+    minmax = {d: [m for m in metrics[d] if _present(results, d, minmax_key(m))]
+              for d in datasets}
+    baseline_name = baseline_method()
     header = ["method", "backbone"]
     for d in datasets:
         header.append(f"{d} trials (finished/all)")
         for metric in metrics[d]:
             for split in SPLITS:
-                header += [f"{d} {metric} ({split})", f"{d} {metric} ({split}) vs CAM"]
+                header += [f"{d} {metric} ({split})",
+                           f"{d} {metric} ({split}) vs {baseline_name}"]
+            if metric in minmax[d]:
+                header += [f"{d} {metric} ({split}, min-max)" for split in SPLITS]
     by_pair = {r.pair: r for r in results}
-    baseline_name = baseline_method()
     rows = []
     for method, backbone in dict.fromkeys((r.pair.method, r.pair.backbone) for r in results):
         row = [method, backbone]
@@ -119,6 +133,10 @@ def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
                     row.append(_number(value))
                     row.append("" if value is None or base is None or method == baseline_name
                                else f"{value - base:+.2f}")
+                if metric in minmax[d]:
+                    row += [_number(None if result is None
+                                    else result.value(split, minmax_key(metric)))
+                            for split in SPLITS]
         rows.append(row)
     return header, rows
 
@@ -138,10 +156,13 @@ Section = tuple[str, list[str]]  # (title, Markdown lines)
 def write_markdown(header: list[str], rows: list[list[str]], path: Path,
                    sections: list[Section] | None = None) -> None:
     lines = markdown_table(header, rows)
+    baseline = baseline_method()
     lines += ["", "train-fullsup: the best trial's selected epoch (what selection saw). "
               "test: the latest `wsol evaluate` of the pair's promoted model (read once per "
-              "evaluation, never used to choose). vs CAM: difference to CAM on the same "
-              "backbone and split."]
+              "evaluation, never used to choose). Both use the normalisation train-fullsup "
+              f"selected. vs {baseline}: difference to {baseline} (the baseline method) on "
+              "the same backbone and split. min-max: the same maps normalised with min-max "
+              "alone, the normalisation the papers report with (no choice of normalisation)."]
     for title, body in sections or []:
         lines += ["", f"## {title}", "", *body]
     path.write_text("\n".join(lines) + "\n")
@@ -304,6 +325,41 @@ def robustness_sections(results: list[PairResult], out: Path) -> tuple[list[Sect
     return sections, len(plots)
 
 
+def published_section(results: list[PairResult], out: Path) -> Section:
+    """Each row's min-max test number beside every number a paper publishes for the same
+    dataset, method, backbone and metric, with its source (published.csv/.tex too)."""
+    entries = list(published.load_published())
+    header = ["dataset", "method", "backbone", "metric", "published (test, min-max)",
+              "test (min-max)", "test (min-max) - published", "train-fullsup (min-max)",
+              "test (selected normalisation)", "source"]
+    rows = []
+    for result in results:
+        pair = result.pair
+        for metric in METRICS:
+            ours = result.value(protocol.TEST_SPLIT, minmax_key(metric))
+            for entry in published.matching(entries, pair.dataset, pair.method, pair.backbone,
+                                            metric):
+                rows.append([pair.dataset, pair.method, pair.backbone, metric,
+                             entry.printed, _number(ours),
+                             "" if ours is None else f"{ours - entry.value:+.2f}",
+                             _number(result.value(protocol.SELECTION_SPLIT,
+                                                  minmax_key(metric))),
+                             _number(result.value(protocol.TEST_SPLIT, metric)),
+                             entry.citation])
+    title = "Published numbers (test, min-max normalisation)"
+    if not rows:
+        covered = sorted({f"{e.dataset}/{e.backbone}" for e in entries})
+        return title, [f"No row of this report has a published number (the table covers "
+                       f"{', '.join(covered)})."]
+    write_table(header, rows, out, "published")
+    return title, [*markdown_table(header, rows), "",
+                   "published: the paper's test number as printed (min-max normalised maps, "
+                   "its own hyperparameters and budget); a method the paper prints as a "
+                   "difference to CAM is CAM's number plus that difference. test (min-max): "
+                   "this pair's latest `wsol evaluate`, the same maps normalised with min-max "
+                   "alone. Sources: wsol/lifecycle/published.yaml."]
+
+
 def compare_sections(client: MlflowClient, ids: list[str], compare_id: str,
                      out: Path) -> list[Section]:
     """The verdict table and the selected hyperparameters of the compare's promoted models."""
@@ -354,6 +410,7 @@ def build_report(client: MlflowClient, out: Path, experiments: list[str] | None 
         sections = ([] if compare_id is None
                     else compare_sections(client, ids, compare_id, staged))
         extra, distributions = robustness_sections(results, staged)
+        sections.append(published_section(results, staged))
         write_markdown(header, rows, staged / "report.md", sections + extra)
         write_csv(header, rows, staged / "report.csv")
         write_latex(header, rows, staged / "report.tex")

@@ -1,8 +1,9 @@
-"""The compare section of `wsol report`: does method X beat CAM here, and by more than noise?
+"""The compare section of `wsol report`: does method X beat the baseline here (CAM, or whichever
+method registers as baseline: wsol.methods.baseline_method), and by more than noise?
 
 From the evaluation runs one `wsol compare` tagged (one per search seed and pair, the first
 and only reading of test for that model): per method and backbone the test numbers as
-mean +- std over the search seeds, the difference to CAM on the same backbone with its 95%
+mean +- std over the search seeds, the difference to the baseline on the same backbone with its 95%
 interval (wsol.lifecycle.intervals) and a verdict; and the selected hyperparameters of every
 promoted model, a table a paper can cite.
 """
@@ -107,13 +108,13 @@ def _interval_text(interval: Interval) -> tuple[str, str]:
 def verdict_table(models: list[SeedModel], metrics: tuple[str, ...]
                   ) -> tuple[list[str], list[list[str]]]:
     """One row per dataset, backbone, method and test metric."""
+    baseline_name = baseline_method()
     header = ["dataset", "backbone", "method", "metric", "n (seeds)", "test per seed",
-              "test mean ± std", "train-fullsup mean ± std", "test vs CAM",
+              "test mean ± std", "train-fullsup mean ± std", f"test vs {baseline_name}",
               "95% interval", "interval", "verdict"]
     by_pair: dict[runs.Pair, list[SeedModel]] = defaultdict(list)
     for model in models:
         by_pair[model.pair].append(model)
-    baseline_name = baseline_method()
     rows = []
     for pair in sorted(by_pair, key=_order):
         members = by_pair[pair]
@@ -132,7 +133,7 @@ def verdict_table(models: list[SeedModel], metrics: tuple[str, ...]
             if pair.method == baseline_name:
                 row += ["", "", "", "baseline"]
             elif interval is None:
-                row += ["", "", "", "no CAM"]
+                row += ["", "", "", f"no {baseline_name}"]
             else:
                 bounds, how = _interval_text(interval)
                 row += [f"{interval.estimate:+.2f}", bounds, how, interval.verdict]
@@ -179,10 +180,12 @@ def _short(text: str) -> str:
 
 def interval_note(models: list[SeedModel]) -> str:
     seeds = sorted({m.seed for m in models})
+    baseline = baseline_method()
     return (f"Search seeds {', '.join(map(str, seeds))}: one independent search each at the "
             "same budget per pair; per seed and pair the best train-fullsup trial was promoted "
             "and test read once. mean ± std: sample standard deviation over the seeds. "
-            "vs CAM: method minus CAM on the same backbone. 95% interval: Student's t "
+            f"vs {baseline}: method minus {baseline} (the baseline method) on the same "
+            "backbone. 95% interval: Student's t "
             "interval of the per-seed differences (paired by seed when both have the same "
             "seeds; otherwise Welch's unpaired interval); verdict: better / worse when it "
             "excludes 0, within noise when it contains 0, n too small below 2 seeds.")
