@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("synth_speed", "scoring_speed")
+BENCHMARKS = ("synth_speed", "scoring_speed", "input_pipeline", "shard_fetch")
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

@@ -36,8 +36,8 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 
 def test_every_subcommand_is_covered() -> None:
     assert {" ".join(c) for c in COMMANDS} == {
-        "data check", "data synth", "score", "train", "search", "promote", "evaluate", "report",
-        "compare", "store backup", "store restore"}
+        "data check", "data prepare", "data shard", "data synth", "score", "train", "search",
+        "promote", "evaluate", "report", "compare", "store backup", "store restore"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS), ids=" ".join)

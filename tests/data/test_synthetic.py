@@ -158,5 +158,7 @@ def test_search_generates_missing_data_and_warns_on_stale_data(tmp_path, capsys)
     assert mismatch(tmp_path / "s", PRESETS["tiny"], 3) is None
     before = digest(tmp_path / "s")
     prepare_data(Experiment(data_root=str(tmp_path / "s"), synthetic_preset="tiny", seed=4))
-    assert "seed is 3, expected 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "seed is 3, expected 4" in err
+    assert "delete" not in err.lower() and "wsol data synth --preset tiny --seed 4" in err
     assert digest(tmp_path / "s") == before

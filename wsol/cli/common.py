@@ -28,7 +28,9 @@ def add_searches(parser: argparse.ArgumentParser) -> None:
 
 
 def add_ray_cluster(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="Ray address; 'auto' on a cluster's head node")
+    parser.add_argument("--address", help="Ray address; 'auto' on a cluster's head node "
+                        "(default: $RAY_ADDRESS, else a new local Ray, never a cluster that "
+                        "is already running here)")
     parser.add_argument("--storage-path", help="Ray storage: a folder or s3://bucket/prefix "
                         "(no keys in it: S3 takes them from the AWS credential chain)")
 

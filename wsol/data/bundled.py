@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 PACKAGE_FOLDER = "benchmark_metadata"
 # CLI / API name -> folder name of the reference layout.
 DATASETS = {"cub": "CUB", "ilsvrc": "ILSVRC", "openimages": "OpenImages"}
+# Other names an experiment's `dataset` may give a bundled benchmark.
+ALIASES = {"imagenet": "ilsvrc"}
 
 _extracted: Path | None = None
 
@@ -50,6 +52,12 @@ def bundled_root() -> Path:
         _copy_tree(resource, temporary / PACKAGE_FOLDER)
         _extracted = temporary / PACKAGE_FOLDER
     return _extracted
+
+
+def bundled_name(dataset: str) -> str | None:
+    """The bundled benchmark a dataset name means (case-insensitive, aliases too), or None."""
+    name = ALIASES.get(dataset.lower(), dataset.lower())
+    return name if name in DATASETS else None
 
 
 def bundled_metadata(dataset: str) -> Path:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from wsol.common.protocol import SPLITS, TEST, TRAIN_FULLSUP, TRAIN_WEAKSUP
 from wsol.data.images import image_size, load_gt_mask, load_rgb, resolve
 from wsol.data.metadata import SplitMetadata, resized_boxes
+from wsol.data.shards import local_root
 
 Transform = Callable[[object], torch.Tensor]
 
@@ -33,7 +34,7 @@ class TrainDataset(Dataset):
             raise ValueError(f"TrainDataset takes the {TRAIN_WEAKSUP!r} split, got {split.name!r}")
         self.image_ids: tuple[str, ...] = split.image_ids
         self.labels: tuple[int, ...] = tuple(split.labels[i] for i in split.image_ids)
-        self.data_root = Path(data_root)
+        self.data_root = local_root(data_root)  # an s3:// shard prefix: this node's copy
         self.transform = transform
 
     def __len__(self) -> int:
@@ -67,7 +68,7 @@ class EvalDataset(Dataset):
                 "the test split is read only by the final evaluation of a promoted model"
             )
         self.split = split
-        self.data_root = Path(data_root)
+        self.data_root = local_root(data_root)  # an s3:// shard prefix: this node's copy
         self.mask_root = Path(mask_root) if mask_root is not None else self.data_root
         self.transform = transform
         self._sizes: dict[str, tuple[int, int]] = dict(split.sizes)

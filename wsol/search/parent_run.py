@@ -9,7 +9,6 @@ Only values from the experiment config are logged, never the environment (creden
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import subprocess
 import tempfile
@@ -40,16 +39,6 @@ def code_version() -> str:
         from wsol import __version__
 
         return f"wsol {__version__}"
-
-
-def dataset_fingerprint(metadata_root: str | Path) -> str:
-    """sha256 over every metadata file (names and contents), so runs on other data differ."""
-    digest = hashlib.sha256()
-    root = Path(metadata_root)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def start_search_run(tracking_uri: str, experiment: dict[str, Any], spaces: dict[str, Path],
@@ -87,7 +76,7 @@ def _note_other_writers(client: MlflowClient) -> None:
         names = ", ".join(r.info.run_name or r.info.run_id for r in running)
         say(f"note: another search ({names}) is writing to this SQLite store: SQLite takes one "
             "writer at a time (this search retries when the file is locked); for searches at "
-            "once, share one `mlflow server` instead (README, Tracking server)", error=True)
+            "once, share one `mlflow server` instead (manual: docs/cluster/team.md)", error=True)
 
 
 def reopen_search_run(tracking_uri: str, run_id: str) -> None:

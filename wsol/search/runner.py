@@ -15,6 +15,7 @@ Tune trial id and MLflow run id.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from wsol.common.tracking_store import (
     tracking_uri,
     ui_url,
 )
+from wsol.data.manifest import data_problem
+from wsol.data.shards import index_problem, is_shard_uri
 from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.search.experiment import Experiment
 from wsol.search.pair_spaces import load_spaces, pair_epochs
@@ -149,9 +152,18 @@ def _start_services(experiment: Experiment, log: Path) -> str:
     if uri == DEFAULT_TRACKING_URI:
         Path("mlruns").mkdir(exist_ok=True)
     if not ray.is_initialized():
-        ray.init(address=experiment.ray_address, include_dashboard=False)
+        ray.init(address=ray_address(experiment.ray_address), include_dashboard=False)
     worker_output_to(log)
     return uri
+
+
+def ray_address(configured: str | None) -> str | None:
+    """Without --address (or $RAY_ADDRESS, which `ray job submit` sets) a search starts its
+    own Ray: ray.init(address=None) would join any cluster already running on the machine,
+    such as a colleague's on a shared node."""
+    if configured is None and "RAY_ADDRESS" not in os.environ:
+        return "local"
+    return configured
 
 
 def _end(experiment: Experiment, spaces: dict[str, SearchSpace], parent: ParentRun,
@@ -211,10 +223,20 @@ def _storage(path: str) -> str:
 
 
 def prepare_data(experiment: Experiment) -> None:
-    """Generates a missing synthetic benchmark; warns (and keeps the data) when it is stale."""
+    """Generates a missing synthetic benchmark (dataset: synthetic with a preset) and warns,
+    keeping the data, when it is stale. Any other data must already match its metadata:
+    else the search stops here, before Ray starts, saying how to prepare it."""
+    if is_shard_uri(experiment.data_root):  # the trials' nodes fetch it; check its index
+        problem = index_problem(expand(experiment.data_root))
+        if problem:
+            raise ConfigError(f"{experiment.name}: {problem}")
+        return
     root = Path(expand(experiment.data_root))
     preset = experiment.synthetic_preset
     if not preset:
+        problem = data_problem(experiment.dataset, root, experiment.metadata_dir())
+        if problem:
+            raise ConfigError(f"{experiment.name}: {problem}")
         return
     if not root.exists():
         say(f"generating the synthetic benchmark ({preset}) in {root}", error=True)
@@ -223,7 +245,9 @@ def prepare_data(experiment: Experiment) -> None:
     reason = mismatch(root, PRESETS[preset], experiment.seed)
     if reason:
         say(f"warning: {root} is not the {preset!r} preset at seed {experiment.seed} of this "
-            f"version ({reason}); delete {root} to regenerate it", error=True)
+            f"version ({reason}); the search uses it as it is. For that preset, generate it "
+            f"elsewhere with `wsol data synth --preset {preset} --seed {experiment.seed} "
+            "--out NEW` and set data_root: NEW", error=True)
 
 
 def log_path(experiment: Experiment, storage: str) -> Path:

@@ -26,10 +26,10 @@ from ray import tune
 
 from wsol.common import tracking_schema as schema
 from wsol.common.tracking_store import open_store
+from wsol.data.manifest import dataset_fingerprint
 from wsol.search.experiment import Experiment
 from wsol.search.parent_run import (
     CONTINUED_KEY,
-    dataset_fingerprint,
     ended_on_error,
     read_record,
     start_search_run,
@@ -67,10 +67,8 @@ def start_new(experiment: Experiment, spaces: dict[str, SearchSpace], uri: str,
     """A new parent run (`logged`: the experiment as it records it) and its studies; the run
     ends FAILED if the studies cannot be made."""
     refuse_taken(experiment, uri, experiment_dir)
-    trial = experiment.trial_base()
-    metadata = trial.get("metadata_root") or str(Path(trial["data_root"]) / "metadata")
     experiment_id, run_id = start_search_run(uri, logged, {m: s.path for m, s in spaces.items()},
-                                             dataset_fingerprint(metadata))
+                                             dataset_fingerprint(experiment.metadata_dir()))
     with ended_on_error(uri, run_id):
         write_record(experiment_dir, experiment_id, run_id)
         prefix = _study_prefix(storage, experiment.name, run_id)
