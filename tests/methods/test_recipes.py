@@ -197,13 +197,15 @@ def test_recipe_own_keeps_the_experiments_schedule() -> None:
 
 
 def test_asha_follows_each_pairs_epochs() -> None:
-    """cub.yaml's pairs: CAM 50, MinMaxCAM 200, BGC 70, weight map 300 epochs (their rows);
-    grace_period 10 is in the shortest pair's epochs and scaled ("fraction") or kept
-    ("epochs")."""
+    """cub.yaml's pairs: CAM 50, MinMaxCAM 200, BGC 70 (warm 20), weight map 300 (f alone for
+    200) epochs (their rows). The first rung comes after the warm-up and the classifier phase
+    (a rung inside them would cut trials on an objective they have not trained yet); then
+    grace_period 10 counts epochs of the shortest full-objective span (CAM's and BGC's 50),
+    scaled ("fraction") or kept ("epochs")."""
     values = {"dataset": "cub", "methods": ["cam", "minmaxcam", "bgc", "weightmap"],
               "backbones": ["vgg16"], "search_spaces": str(SPACES), "synthetic_preset": None,
               "resources_per_trial": {"cpu": 1, "gpu": 1}, "trial": {"weights": "imagenet"}}
-    for rungs, graces in (("fraction", (10, 40, 14, 60)), ("epochs", (10, 10, 10, 10))):
+    for rungs, graces in (("fraction", (10, 40, 30, 220)), ("epochs", (10, 10, 30, 210))):
         experiment = experiment_from_dict({**values, "scheduler": {
             "type": "asha", "grace_period": 10, "reduction_factor": 3, "rungs": rungs}})
         found = pair_rungs(experiment, load_spaces(experiment))

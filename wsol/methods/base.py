@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -70,6 +70,13 @@ class Method:
     def check_recipe(cls, config: TrialConfig) -> None:
         """Refuses (ValueError, one line) a recipe the method cannot carry out as given, before
         a search starts; the method's constructor applies the same rules."""
+
+    @classmethod
+    def first_full_epoch(cls, epochs: int, params: Mapping[str, Any]) -> int:
+        """The epochs that come before the method trains its whole objective (BGC's warm-up,
+        the weight map's classifier phase): ASHA's rungs are placed after them, so no trial is
+        cut on an objective it has not trained yet."""
+        return 0
 
     def build_classifier(self) -> CAMClassifier:
         """The backbone and a new classifier, initialised as `head_init` says, or started from

@@ -9,6 +9,7 @@ be checked on hand-made feature maps.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -130,6 +131,13 @@ class BGC(Method):
             raise ValueError(f"bgc needs warm < epochs, got warm={warm} and "
                              f"epochs={config.epochs}: L_sim and L_norm would never be turned on")
 
+    @classmethod
+    def first_full_epoch(cls, epochs: int, params: Mapping[str, Any]) -> int:
+        """The warm-up, as the trial will run it: the built-in default 20 is lowered to half
+        the epochs where it would not leave one epoch after it."""
+        warm = int(params.get("warm", cls.defaults["warm"]))
+        return warm if warm < epochs else epochs // 2
+
     def _fit_warm(self) -> None:
         """check_recipe's rule; the built-in default 20 is lowered to half the epochs, with a
         note (as the weight map's classifier_epochs)."""
@@ -137,7 +145,7 @@ class BGC(Method):
         warm, epochs = int(self.hp["warm"]), self.config.epochs
         if warm < epochs:
             return
-        adapted = epochs // 2
+        adapted = self.first_full_epoch(epochs, self.hp)
         print(f"note: bgc warm {warm} -> {adapted} (it must be below epochs={epochs}); set it "
               "to silence this", file=sys.stderr, flush=True)
         self.hp["warm"] = adapted

@@ -15,7 +15,7 @@ CAM methods' stride-1 layer4), and every parameter of f trains at the trial's si
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -146,6 +146,13 @@ class WeightMap(Method):
             raise ValueError(f"weightmap classifier_lr_milestones must be a list of epochs "
                              f">= 1 or null, got {milestones!r}")
 
+    @classmethod
+    def first_full_epoch(cls, epochs: int, params: Mapping[str, Any]) -> int:
+        """The classifier phase (f only, no maps), as the trial will run it: a default that
+        leaves the generator no epoch is lowered to half the epochs."""
+        wanted = int(params.get("classifier_epochs", cls.defaults["classifier_epochs"]))
+        return wanted if 1 <= wanted < epochs else max(1, epochs // 2)
+
     def _fit_classifier_epochs(self) -> None:
         """classifier_epochs must leave the generator at least one epoch: the default 5 does
         not with `--epochs 2`, so a default is lowered (with a note) to half the epochs; a
@@ -160,7 +167,7 @@ class WeightMap(Method):
                              f"classifier_epochs={wanted} and epochs={epochs}: {why}; "
                              + ("set epochs >= 2" if epochs < 2 else "set classifier_epochs "
                                 + ("to 1" if epochs == 2 else f"between 1 and {epochs - 1}")))
-        adapted = max(1, epochs // 2)
+        adapted = self.first_full_epoch(epochs, self.hp)
         print(f"note: weightmap classifier_epochs {wanted} -> {adapted} (it must be below "
               f"epochs={epochs}; half the epochs go to the classifier); set it to silence this",
               file=sys.stderr, flush=True)

@@ -163,33 +163,45 @@ def first_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any] | 
     return point
 
 
-def pair_epochs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[str, int]:
-    """Each pair's epochs: a trial that reports fewer was stopped early."""
+def pair_values(experiment: Experiment, spaces: dict[str, SearchSpace]
+                ) -> dict[str, dict[str, Any]]:
+    """Each pair's trial values before sampling: its row, the experiment's, the defaults."""
     defaults = pair_defaults(experiment, spaces)
-    return {pair: int(trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
-                                          experiment.method_params, defaults)
-                      .get("epochs", TrialConfig.epochs))
+    return {pair: trial_config_values({PAIR_KEY: pair}, experiment.trial_base(),
+                                      experiment.method_params, defaults)
             for pair in experiment.pairs()}
 
 
+def pair_epochs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[str, int]:
+    """Each pair's epochs: a trial that reports fewer was stopped early."""
+    return {pair: int(values.get("epochs", TrialConfig.epochs))
+            for pair, values in pair_values(experiment, spaces).items()}
+
+
 def pair_rungs(experiment: Experiment, spaces: dict[str, SearchSpace]) -> dict[str, PairRungs]:
-    """Each pair's ASHA: max_t its own epochs; its first rung (grace period) the experiment's
-    grace_period, or with `scheduler.rungs: fraction` that many epochs of the shortest pair
-    scaled to the pair's epochs. Every pair keeps trials_per_pair trials: equal budgets are
-    equal numbers of configurations tried, each trained on its own paper's schedule at most
-    (epochs and GPU-hours then differ by pair, and are reported per pair)."""
-    epochs = pair_epochs(experiment, spaces)
+    """Each pair's ASHA: max_t its own epochs; its first rung (grace period) after the epochs
+    before its method trains its whole objective (BGC's warm-up, the weight map's classifier
+    phase: a rung there would cut trials on an objective they have not trained yet), then the
+    experiment's grace_period, or with `scheduler.rungs: fraction` that many epochs of the
+    shortest such full-objective span scaled to the pair's. Every pair keeps trials_per_pair
+    trials: equal budgets are equal numbers of configurations tried, each trained on its own
+    paper's schedule at most (epochs and GPU-hours then differ by pair, reported per pair)."""
+    spans = {}
+    for pair, values in pair_values(experiment, spaces).items():
+        epochs = int(values.get("epochs", TrialConfig.epochs))
+        method = METHODS.get(pair.split("/")[0])
+        spans[pair] = (epochs, method.first_full_epoch(epochs, values["params"]))
     spec = experiment.scheduler
     grace = int(spec.get("grace_period", 1))
-    shortest = min(epochs.values())
+    shortest = min(epochs - before for epochs, before in spans.values())
     rungs = {}
-    for pair, count in epochs.items():
-        scaled = grace if spec.get("rungs", "fraction") == "epochs" else \
-            max(1, round(grace * count / shortest))
-        if scaled > count:
-            raise ConfigError(f"{experiment.name}: scheduler.grace_period: {grace} is more than "
-                              f"{pair}'s {count} epochs (ASHA's first rung must come at or "
-                              "before a trial's last epoch); lower grace_period or use "
-                              "scheduler: {type: fifo}")
-        rungs[pair] = PairRungs(count, scaled)
+    for pair, (epochs, before) in spans.items():
+        first = before + (grace if spec.get("rungs", "fraction") == "epochs" else
+                          max(1, round(grace * (epochs - before) / shortest)))
+        if first > epochs:
+            raise ConfigError(f"{experiment.name}: scheduler.grace_period: {grace} puts "
+                              f"{pair}'s first rung at epoch {first}, after its {epochs} "
+                              "epochs (ASHA's first rung must come at or before a trial's "
+                              "last epoch); lower grace_period or use scheduler: {type: fifo}")
+        rungs[pair] = PairRungs(epochs, first)
     return rungs
