@@ -170,6 +170,22 @@ def test_an_infinite_map_fails_as_alone_and_nothing_is_counted():
         alone(raw, size, CANDIDATES[0], boxes, masks, 0.01)
 
 
+def test_a_map_whose_range_overflows_float32_fails_as_alone():
+    """Finite values near +-3e38, whose max - min overflows float32: min-max then divides
+    inf by inf. Scoring the candidate alone refuses the NaN map; the one pass must too, not
+    score NaN as 0."""
+    size = (10, 10)
+    raw = awkward_raw(13, count=14)
+    raw[4] = (torch.rand(10, 10, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 3.2e38
+    boxes, masks = boxes_and_masks(14, len(raw), size[0])
+    with pytest.raises(ValueError, match="score map 4: contains NaN"):
+        alone(raw, size, CANDIDATES[0], boxes, masks, 0.01)
+    curves = CandidateCurves(CANDIDATES[:3], 0.01, workers=2)
+    with pytest.raises(ValueError, match="score map 4: contains NaN"):
+        curves.add(raw, size, boxes)
+    assert curves.images == 0
+
+
 def test_targets_must_fit_the_maps():
     raw = awkward_raw(12, count=14)
     curves = CandidateCurves(CANDIDATES[:2], 0.01, boxes=True, masks=True, workers=1)

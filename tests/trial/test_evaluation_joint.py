@@ -115,5 +115,6 @@ def test_threads_inside_ray_are_the_assigned_cpus():
         assert ray.get(threads.options(num_cpus=2).remote()) == 2
         assert ray.get(threads.options(num_cpus=1).remote()) == 1
         assert ray.get(threads.options(num_cpus=0.5).remote()) == 1
+        assert ray.get(threads.options(num_cpus=0).remote()) == 1  # a trial with no CPUs
     finally:
         ray.shutdown()

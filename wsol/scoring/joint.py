@@ -20,6 +20,7 @@ cover (not float32, or holding an infinity) are scored candidate by candidate as
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 # grid cells per cut value when classing pixels by value (`_rank_classes`)
 CELLS_PER_CUT = 16
+# The per-candidate path's PxAP histogram is a parallel numba kernel, called from the pool's
+# threads: numba's fallback threading layer aborts on concurrent launches.
+_PARALLEL_KERNEL = threading.Lock()
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -192,7 +196,11 @@ class CandidateCurves:
         boxes = None if gt_boxes is None or not self.boxes else gt_boxes[i]
         mask = None if gt_masks is None or not self.masks else gt_masks[i]
         values = normaliser.sorted_values[i].numpy()
-        if values.dtype != np.float32 or not (np.isfinite(values[0]) and np.isfinite(values[-1])):
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = values[-1] - values[0]
+        if values.dtype != np.float32 or not np.isfinite(spread):
+            # infinities, NaN ends, or a range beyond float32: the per-candidate path raises
+            # or scores exactly as score_split does
             return self._alone(normaliser.maps[i], boxes, mask, f"score map {i}")
         box_cuts = np.empty((len(self.candidates), self.thresholds.size if self.boxes else 0),
                             np.int64)
@@ -227,7 +235,8 @@ class CandidateCurves:
                 every.append(all_boxes)
             if mask is not None:
                 pxap = PxAPAccumulator(self.interval)
-                pxap.add(normalised, mask)
+                with _PARALLEL_KERNEL:  # numba's parallel kernels: one launch at a time
+                    pxap.add(normalised, mask)
                 foreground.append(pxap.foreground)
                 background.append(pxap.background)
         return _MapCurves(_stacked(largest), _stacked(every), _stacked(foreground),

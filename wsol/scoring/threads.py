@@ -12,16 +12,15 @@ import sys
 
 
 def _ray_assigned_cpus() -> float | None:
-    """Ray's CPUs for this worker, or None outside a connected Ray worker (the driver, or
-    no Ray at all: Ray is not imported just to ask)."""
+    """Ray's CPUs for this worker (0 when its trial asked for none), or None outside a
+    connected Ray worker (the driver, or no Ray at all: Ray is not imported just to ask)."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return None
     context = ray.get_runtime_context()
     if context.worker.mode != ray.WORKER_MODE:
         return None
-    cpus = context.get_assigned_resources().get("CPU")
-    return None if cpus is None else float(cpus)
+    return float(context.get_assigned_resources().get("CPU", 0.0))  # a trial without CPUs
 
 
 def available_cpus() -> int:
