@@ -186,3 +186,106 @@ def test_a_tar_of_the_wrong_shape_is_refused(tmp_path):
         tarfile.open(archives / name, "w").close()
     with pytest.raises(ValueError, match=r"1 class tars .* expected 1000: an incomplete download"):
         prepare("ilsvrc", archives, tmp_path / "out", classes=1, say=_quiet)
+
+
+def test_a_truncated_archive_is_one_line_naming_it(tmp_path, capsys):
+    archives, out = tmp_path / "archives", tmp_path / "out"
+    cub_archives(archives, classes=1)
+    tgz = archives / "CUB_200_2011.tgz"
+    tgz.write_bytes(tgz.read_bytes()[: tgz.stat().st_size // 2])
+    code = main(["data", "prepare", "cub", "--archives", str(archives), "--out", str(out),
+                 "--classes", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"wsol: error: {tgz}: unreadable (")
+    assert err.endswith("download it again from https://www.vision.caltech.edu/datasets/"
+                        "cub_200_2011/")
+    assert not (out / MANIFEST).exists()
+    assert (out / ".wsol-prepare" / "verified.tsv").read_text()  # what it took is kept
+
+
+def test_a_corrupt_class_tar_or_zip_member_is_named(tmp_path):
+    archives, out = tmp_path / "archives", tmp_path / "out"
+    ilsvrc_archives(archives, classes=1, per_class=2)
+    train = archives / "ILSVRC2012_img_train.tar"
+    with tarfile.open(train) as tar:
+        inner = tar.extractfile("n00000000.tar").read()  # type: ignore[union-attr]
+    data = train.read_bytes()
+    start = data.index(inner)
+    broken = bytearray(data)
+    broken[start + 512 + 100:start + len(inner)] = b"\0" * (len(inner) - 612)
+    broken[start:start + 512] = b"\xff" * 512  # the class tar's first header: garbage
+    train.write_bytes(bytes(broken))
+    with pytest.raises(ValueError, match=rf"^{train}: n00000000\.tar: unreadable \(.*\); "
+                                         "download it again from https://image-net.org/"):
+        prepare("ilsvrc", archives, out, classes=1, say=_quiet)
+    openimages = tmp_path / "openimages"
+    openimages_archives(openimages, classes=1)
+    images = openimages / "OpenImages_images.zip"
+    data = bytearray(images.read_bytes())
+    data[30:34] = b"XXXX"  # inside the first member's local header and name
+    data[0:4] = b"PK\x01\x02"  # no longer a local file header: BadZipFile on open
+    images.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"^{images}: unreadable \(.*\); download it again"):
+        prepare("openimages", openimages, tmp_path / "out-oi", classes=1, say=_quiet)
+
+
+def test_a_decoder_other_than_jpeg_or_png_is_never_run(tmp_path):
+    from PIL import Image
+
+    archives, out = tmp_path / "archives", tmp_path / "out"
+    cub_archives(archives, classes=1)
+    val = first_classes("cub", 1)["val"]
+    ids = val.image_ids
+    tiff = io.BytesIO()
+    Image.new("RGB", val.sizes[ids[1]]).save(tiff, "TIFF")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    _cubv2_with(archives, {ids[0]: eps, ids[1]: tiff.getvalue()}, {})
+    report = prepare("cub", archives, out, classes=1, say=_quiet)
+    assert sorted(p.split(":")[0] for p in report.problems) == sorted(ids[:2])
+    assert all("does not decode as JPEG or PNG" in p for p in report.problems)
+    assert not (out / ids[0]).exists() and not (out / MANIFEST).exists()
+
+
+def test_a_file_over_the_limit_is_a_problem_not_read_whole(tmp_path, monkeypatch):
+    archives, out = tmp_path / "archives", tmp_path / "out"
+    limit = max(len(data) for data in cub_archives(archives, classes=1).values())
+    monkeypatch.setattr(prepare_module, "MAX_FILE_BYTES", limit)
+    val = first_classes("cub", 1)["val"]
+    image = image_bytes(val.sizes[val.image_ids[0]], 0)
+    _cubv2_with(archives, {val.image_ids[0]: image + b"\0" * (limit + 1 - len(image))}, {})
+    report = prepare("cub", archives, out, classes=1, say=_quiet)
+    assert report.problems == [f"{val.image_ids[0]}: is over {limit} bytes, more than any "
+                               "image of the dataset"]
+    assert not (out / val.image_ids[0]).exists() and not (out / MANIFEST).exists()
+
+
+def test_an_ilsvrc_class_without_images_or_with_files_gone_is_not_clean(tmp_path):
+    archives, out = tmp_path / "archives", tmp_path / "out"
+    ilsvrc_archives(archives, classes=1, per_class=2)
+    train = archives / "ILSVRC2012_img_train.tar"
+    with tarfile.open(train) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    no_images = io.BytesIO()
+    with tarfile.open(fileobj=no_images, mode="w") as tar:
+        add_bytes(tar, "README", b"a sound tar without a single image")
+    members["n00000001.tar"] = no_images.getvalue()
+    with tarfile.open(train, "w") as tar:
+        for name, data in members.items():
+            add_bytes(tar, name, data)
+    report = prepare("ilsvrc", archives, out, classes=2, say=_quiet)
+    # (val and test lack class 1 too: the fabricated archives hold one class)
+    assert report.problems[0] == (f"{train}: n00000001.tar gave no sound n########_*.JPEG image; "
+                                  "download it again from "
+                                  "https://image-net.org/download-images.php")
+    assert not (out / MANIFEST).exists()
+    ok = prepare("ilsvrc", archives, out, classes=1, say=_quiet)
+    assert ok.problems == []
+    gone = out / "train/n00000000/n00000000_1.JPEG"
+    gone.unlink()
+    again = prepare("ilsvrc", archives, out, classes=1, say=_quiet)  # the class is taken again
+    assert again.problems == [] and again.written == 1 and gone.is_file()
+    train = load_split(out / "metadata", "train")
+    assert sorted(train.image_ids) == ["train/n00000000/n00000000_0.JPEG",
+                                       "train/n00000000/n00000000_1.JPEG"]

@@ -27,6 +27,7 @@ from wsol.data.shards import (
     _unpack,
     dataset_files,
     parse_index,
+    uri_problem,
     write_shards,
 )
 from wsol.search.experiment import experiment_from_dict
@@ -224,3 +225,44 @@ def test_an_experiment_hands_its_trials_the_s3_uri_as_written(real_metadata: Pat
         "metadata_root": str(real_metadata / "ILSVRC"), "synthetic_preset": None,
         "methods": ["cam"]})
     assert experiment.trial_base()["data_root"] == "s3://bucket/datasets/ILSVRC"
+
+
+def test_symlinked_and_hard_linked_images_are_packed_as_their_bytes(tiny_synth: Path,
+                                                                    tmp_path: Path):
+    """tar.gettarinfo(path) lstats: a symlink, or a second hard link to one inode, would be
+    packed as a 0-byte link entry, and the nodes would read empty images."""
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    shutil.copytree(tiny_synth, root)
+    elsewhere.mkdir()
+    files = dataset_files(root / "metadata", root)
+    linked, first, second = files[0], files[1], files[2]
+    (elsewhere / "image").write_bytes((root / linked).read_bytes())
+    (root / linked).unlink()
+    (root / linked).symlink_to(elsewhere / "image")
+    (root / second).unlink()
+    (root / second).hardlink_to(root / first)
+    out = tmp_path / "shards"
+    index = write_shards(root, files, str(out), shard_bytes=10**9)
+    assert len(index.shards) == 1
+    with tarfile.open(out / index.shards[0].name) as tar:
+        assert all(m.isreg() for m in tar.getmembers())
+    entries = list(index.entries)
+    with (out / index.shards[0].name).open("rb") as body:
+        _unpack(body, index.shards[0], entries, tmp_path / "fetched")
+    for name in (linked, first, second, *files[3:]):
+        fetched = (tmp_path / "fetched" / name).read_bytes()
+        assert fetched and fetched == (root / name).read_bytes(), name
+
+
+def test_an_index_with_an_overlong_integer_is_refused_naming_it():
+    data = b'{"n": ' + b"9" * 5000 + b"}"
+    with pytest.raises(ShardIndexError, match=r"^s3://b/p/index.json: not JSON"):
+        parse_index(data, "s3://b/p/index.json")
+
+
+def test_credentials_in_an_s3_data_root_are_refused_without_being_shown():
+    for uri in ("s3://AKIAKEY:s3cr3t@bucket/prefix", "s3://s3cr3t@bucket/prefix",
+                "s3://bucket/prefix?secret_key=s3cr3t", "gs://AKIAKEY:s3cr3t@bucket/p"):
+        why = uri_problem(uri)
+        assert why is not None and "s3cr3t" not in why and "AKIAKEY" not in why, uri
+    assert "credentials" in (uri_problem("s3://AKIAKEY:s3cr3t@bucket/prefix") or "")

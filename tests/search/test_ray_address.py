@@ -10,6 +10,11 @@ def test_no_address_means_a_new_local_ray(monkeypatch: pytest.MonkeyPatch) -> No
     assert ray_address(None) == "local"
 
 
+def test_an_empty_ray_address_is_no_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "")  # ray.init would look for a running cluster
+    assert ray_address(None) == "local"
+
+
 def test_ray_job_submit_address_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert ray_address(None) is None  # ray.init reads $RAY_ADDRESS itself

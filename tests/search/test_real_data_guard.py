@@ -12,11 +12,13 @@ import yaml
 from small_search import small_experiment
 
 from wsol.cli import search as search_cli
+from wsol.common.tracking_store import CredentialsInURI
 from wsol.common.typed_config import ConfigError
 from wsol.data.bundled import bundled_metadata
 from wsol.data.manifest import Manifest, dataset_fingerprint
-from wsol.search.experiment import experiment_from_dict
-from wsol.search.runner import prepare_data
+from wsol.search import runner
+from wsol.search.experiment import Experiment, experiment_from_dict
+from wsol.search.runner import prepare_data, refuse_secrets
 
 
 def _search(tmp_path: Path, data_root: Path, dataset: str) -> int:
@@ -105,3 +107,47 @@ def test_a_prepared_folder_passes_when_its_fingerprint_is_the_searchs(tmp_path):
     Manifest("openimages", "bundled", fingerprint, None, {}).write(data)
     with pytest.raises(ConfigError, match="holds openimages, not cub: fix data_root"):
         prepare_data(experiment)
+
+
+def _ilsvrc_on_shards(**values) -> Experiment:
+    return experiment_from_dict({"dataset": "ilsvrc", "data_root": "s3://bucket/datasets/ILSVRC",
+                                 "synthetic_preset": None, **values})
+
+
+def test_shards_without_a_train_list_stop_the_search_before_ray(tmp_path, monkeypatch):
+    """The bundled ILSVRC metadata has no train list: trials on shards need the metadata
+    `wsol data shard` packed them from (metadata_root), said before Ray starts."""
+    monkeypatch.setattr(runner, "index_problem", lambda uri: None)  # no S3 here
+    experiment = _ilsvrc_on_shards()
+    with pytest.raises(ConfigError) as raised:
+        prepare_data(experiment)
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{experiment.name}: "
+                              f"{bundled_metadata('ilsvrc') / 'train' / 'image_ids.txt'} is "
+                              "missing")
+    assert "set metadata_root" in message
+    metadata = tmp_path / "metadata"
+    for split in ("train", "val", "test"):
+        (metadata / split).mkdir(parents=True)
+        (metadata / split / "image_ids.txt").write_text("")
+    prepare_data(_ilsvrc_on_shards(metadata_root=str(metadata)))
+
+
+def test_an_s3_data_root_is_never_read_as_a_local_folder(tmp_path, monkeypatch):
+    """Path('s3://b/p').resolve() is <cwd>/s3:/b/p: a folder of that name here is not the
+    metadata beside the shards."""
+    monkeypatch.chdir(tmp_path)
+    train = tmp_path / "s3:" / "bucket" / "datasets" / "ILSVRC" / "metadata" / "train"
+    train.mkdir(parents=True)
+    (train / "image_ids.txt").write_text("train/n01440764/a.JPEG\n")
+    assert _ilsvrc_on_shards().metadata_dir() == bundled_metadata("ilsvrc")
+
+
+def test_credentials_in_data_root_are_refused_without_being_shown():
+    experiment = _ilsvrc_on_shards()
+    experiment.data_root = "s3://AKIAKEY:s3cr3t@bucket/datasets/ILSVRC"
+    with pytest.raises(CredentialsInURI) as raised:
+        refuse_secrets(experiment)
+    assert "data_root" in str(raised.value)
+    assert "s3cr3t" not in str(raised.value) and "AKIAKEY" not in str(raised.value)

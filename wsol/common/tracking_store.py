@@ -5,7 +5,6 @@ report, compare)."""
 from __future__ import annotations
 
 import os
-import re
 import time
 import urllib.parse
 from pathlib import Path
@@ -16,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from wsol.common import tracking_schema as schema
 from wsol.common.typed_config import ConfigError
+from wsol.common.uri_secrets import masked_uri, uri_kind
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
@@ -51,29 +51,14 @@ _CREDENTIALS_GO = {
     "database": "the database reads its password from its own file (PostgreSQL: ~/.pgpass "
                 "or $PGPASSFILE; MySQL: an option file)",
 }
-_CLOUD_SCHEMES = ("s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "az", "wasbs")
-# Query parameters that carry a secret (pyarrow's S3 URIs take access_key and secret_key).
-_SECRET_QUERY = re.compile(r"(?i)(?<![^&])(password|passwd|secret|secret_key|access_key|"
-                           r"session_token|token)=[^&]*")
-
-
 def refuse_credentials(uri: str, what: str) -> str:
     """`uri` itself, or a one-line CredentialsInURI (the URI shown masked) saying where the
-    credentials go instead. Any user part counts for an HTTP or cloud URI (an S3 user part
-    is the access key); a database URI may name its user, not its password."""
-    parts = urllib.parse.urlsplit(uri)
-    scheme = parts.scheme.lower()
-    kind = "mlflow" if scheme in ("http", "https") else \
-        "cloud" if scheme in _CLOUD_SCHEMES else "database"
-    user_part = "@" in parts.netloc and (kind != "database" or parts.password is not None)
-    if not user_part and not _SECRET_QUERY.search(parts.query):
+    credentials go instead."""
+    masked = masked_uri(uri)
+    if masked is None:
         return uri
-    host = parts.netloc.rpartition("@")[2]
-    shown = urllib.parse.urlunsplit(parts._replace(
-        netloc=f"***@{host}" if user_part else parts.netloc,
-        query=_SECRET_QUERY.sub(r"\1=***", parts.query)))
-    raise CredentialsInURI(f"{what} {shown} holds credentials, which the search would log and "
-                           f"save: leave them out of it; {_CREDENTIALS_GO[kind]}")
+    raise CredentialsInURI(f"{what} {masked} holds credentials, which the search would log "
+                           f"and save: leave them out of it; {_CREDENTIALS_GO[uri_kind(uri)]}")
 
 
 def ui_link(experiment_id: str, run_id: str | None = None) -> str:

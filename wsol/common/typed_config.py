@@ -17,6 +17,8 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from wsol.common.uri_secrets import shown
+
 STRICT = ConfigDict(strict=True, extra="forbid")
 
 # The largest seed: numpy's and Optuna's samplers take seeds up to 2**32 - 1, and a search
@@ -114,11 +116,11 @@ def describe(error: ErrorDetails, source: str, prefix: str = "") -> ConfigError:
         found.key, found.rule = path, "given"
         return found
     if error["type"] in ("too_short", "string_too_short"):
-        found = ConfigError(f"{source}: {path}: must not be empty (given {error['input']!r})")
+        found = ConfigError(f"{source}: {path}: must not be empty (given {shown(error['input'])})")
         found.key, found.rule = path, "not empty"
         return found
     rule = expectation(error)
-    found = ConfigError(f"{source}: {path}: {error['input']!r} is not {rule}")
+    found = ConfigError(f"{source}: {path}: {shown(error['input'])} is not {rule}")
     found.key, found.rule = path, rule
     return found
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -38,6 +39,16 @@ OPENIMAGES_PAGE = "https://github.com/clovaai/wsolevaluation#openimages30k"
 WNID_TAR = re.compile(r"(?:.*/)?(n\d{8})\.tar")
 TRAIN_IMAGE = re.compile(r"(?:.*/)?(n\d{8}_\d+\.JPEG)")
 IMAGENET_CLASSES = 1000
+
+# What reading a truncated or corrupt tar, gzip or zip raises.
+UNREADABLE = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error)
+
+
+def unreadable(path: Path, error: BaseException, page: str, inner: str | None = None
+               ) -> ValueError:
+    """One line naming the archive (and the class tar in it) that cannot be read."""
+    where = f"{path}: {inner}" if inner else str(path)
+    return ValueError(f"{where}: unreadable ({error}); download it again from {page}")
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,12 @@ def archive_files(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
 def class_tars(path: Path) -> list[str]:
     """The wnids of ILSVRC2012_img_train.tar's class tars, sorted: a class's label is its
     index here, as in the reference metadata (n01440764, tench, is 0)."""
-    with tarfile.open(path, "r:") as tar:  # headers only: the tar is not compressed
-        wnids = sorted(m.group(1) for name in tar.getnames() if (m := WNID_TAR.fullmatch(name)))
+    try:
+        with tarfile.open(path, "r:") as tar:  # headers only: the tar is not compressed
+            names = tar.getnames()
+    except UNREADABLE as error:
+        raise unreadable(path, error, IMAGENET_PAGE) from None
+    wnids = sorted(m.group(1) for name in names if (m := WNID_TAR.fullmatch(name)))
     if len(wnids) != IMAGENET_CLASSES:
         raise ValueError(f"{path}: {len(wnids)} class tars (n########.tar), expected "
                          f"{IMAGENET_CLASSES}: an incomplete download? Get it from "
@@ -114,14 +129,25 @@ def class_tars(path: Path) -> list[str]:
 
 def nested_files(path: Path, wnids: set[str]) -> Iterator[tuple[str, IO[bytes]]]:
     """(`train/<wnid>/<file>`, readable) of the class tars of `wnids`, each streamed; the
-    others are seeked over (the outer tar is not compressed)."""
-    with tarfile.open(path, "r:") as outer:
-        for name, handle in _tar_files(outer):
-            match = WNID_TAR.fullmatch(name)
-            if match is None or match.group(1) not in wnids:
-                continue
-            with tarfile.open(fileobj=handle, mode="r|") as inner:
-                for inner_name, image in _tar_files(inner):
-                    found = TRAIN_IMAGE.fullmatch(inner_name)
-                    if found:
-                        yield f"train/{match.group(1)}/{found.group(1)}", image
+    others are seeked over (the outer tar is not compressed). A tar that cannot be read is a
+    ValueError naming it (a reader of the images yielded catches its own, see UNREADABLE)."""
+    try:
+        with tarfile.open(path, "r:") as outer:
+            for name, handle in _tar_files(outer):
+                match = WNID_TAR.fullmatch(name)
+                if match is not None and match.group(1) in wnids:
+                    yield from _class_images(path, name, match.group(1), handle)
+    except UNREADABLE as error:
+        raise unreadable(path, error, IMAGENET_PAGE) from None
+
+
+def _class_images(path: Path, name: str, wnid: str, handle: IO[bytes]
+                  ) -> Iterator[tuple[str, IO[bytes]]]:
+    try:
+        with tarfile.open(fileobj=handle, mode="r|") as inner:
+            for inner_name, image in _tar_files(inner):
+                found = TRAIN_IMAGE.fullmatch(inner_name)
+                if found:
+                    yield f"train/{wnid}/{found.group(1)}", image
+    except UNREADABLE as error:
+        raise unreadable(path, error, IMAGENET_PAGE, name) from None

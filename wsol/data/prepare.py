@@ -20,11 +20,14 @@ from PIL import Image
 
 from wsol.data.archives import (
     ARCHIVES,
+    IMAGENET_PAGE,
+    UNREADABLE,
     Archive,
     archive_files,
     class_tars,
     entry_keys,
     nested_files,
+    unreadable,
 )
 from wsol.data.bundled import bundled_metadata
 from wsol.data.journal import Journal
@@ -33,6 +36,14 @@ from wsol.data.metadata import SPLITS, SplitMetadata, load_split
 from wsol.data.subset import write_metadata
 
 Say = Callable[[str], None]
+
+# The formats of the real datasets' files: CUB, ILSVRC and OpenImages images are JPEG (one
+# ILSVRC train image, n02105855_2933.JPEG, is a PNG), OpenImages masks PNG. No other of
+# Pillow's decoders (EPS runs Ghostscript) ever sees an archive's bytes.
+FORMATS = ("JPEG", "PNG")
+# The most bytes one file may have: the largest image image_sizes.txt lists (ILSVRC
+# val_00048409, 3646x5005) is 55 MB as raw RGB, several times what its JPEG takes.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,11 +67,11 @@ def verify(data: bytes, size: tuple[int, int] | None) -> str | None:
     """Why these bytes are not a sound image of `size` (None: they are). Decodes every pixel:
     a truncated JPEG opens but does not load."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             image.load()
             found = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        return f"does not decode ({error})"
+    except Exception as error:  # any decoder's failure is this entry's problem, not a crash
+        return f"does not decode as {' or '.join(FORMATS)} ({type(error).__name__}: {error})"
     if size is not None and found != size:
         return f"is {found[0]}x{found[1]}, image_sizes.txt says {size[0]}x{size[1]}"
     return None
@@ -120,7 +131,7 @@ class Preparer:
             self.report.skipped += 1
             return True
         path = self.out / entry
-        if path.is_file():
+        if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES:
             data = path.read_bytes()
             if verify(data, spec.size) is None:
                 self.journal.add(entry, len(data))
@@ -130,8 +141,9 @@ class Preparer:
 
     def take(self, entry: str, handle: IO[bytes], size: tuple[int, int] | None) -> bool:
         """Verify one archive file and write it; False (and a problem) when it is unsound."""
-        data = handle.read()
-        why = verify(data, size)
+        data = handle.read(MAX_FILE_BYTES + 1)
+        why = (f"is over {MAX_FILE_BYTES} bytes, more than any image of the dataset"
+               if len(data) > MAX_FILE_BYTES else verify(data, size))
         if why:
             self.report.problems.append(f"{entry}: {why}")
             return False
@@ -150,14 +162,17 @@ class Preparer:
             return
         self.say(f"{path.name}: {len(wanted)} files to take")
         depths = {e.count("/") + 1 for e in wanted}
-        for name, handle in archive_files(path):
-            for key in entry_keys(archive, name, depths):
-                if key in wanted:
-                    self.take(key, handle, wanted.pop(key).size)
-                    self.pending.pop(key)
+        try:
+            for name, handle in archive_files(path):
+                for key in entry_keys(archive, name, depths):
+                    if key in wanted:
+                        self.take(key, handle, wanted.pop(key).size)
+                        self.pending.pop(key)
+                        break
+                if not wanted:
                     break
-            if not wanted:
-                break
+        except UNREADABLE as error:  # what was taken so far stays in the journal
+            raise unreadable(path, error, archive.page) from None
         if wanted:
             first = sorted(wanted)[0]
             self.report.problems.append(
@@ -188,25 +203,37 @@ def _imagenet_train(path: Path, classes: int | None, journal: Journal,
                     preparer: Preparer) -> SplitMetadata:
     """ILSVRC train-weaksup: every image of the first `classes` class tars (all 1000 by
     default), labelled by the wnid's sorted index. A class tar taken whole without a problem
-    is marked finished, and a rerun does not read it again."""
+    is marked finished, and a rerun does not read it again unless a file of it is gone; a
+    chosen class without an image on disk is a problem, never a class left out."""
     wnids = class_tars(path)
     chosen = wnids[:classes] if classes else wnids
-    pending = {w for w in chosen if w not in journal.classes}
+    # A finished class with a file no longer on disk as verified is taken again.
+    lost = {e.split("/")[1] for e in journal.sizes
+            if e.startswith("train/") and not journal.done(e)}
+    pending = {w for w in chosen if w not in journal.classes or w in lost}
     if pending:
         preparer.say(f"{path.name}: {len(pending)} class tars to take")
     current, problems = None, len(preparer.report.problems)
-    for entry, handle in nested_files(path, pending):
-        wnid = entry.split("/")[1]
-        if wnid != current:
-            _finish(journal, current, problems, preparer)
-            current, problems = wnid, len(preparer.report.problems)
-        if not journal.done(entry):
-            preparer.take(entry, handle, None)
+    try:
+        for entry, handle in nested_files(path, pending):
+            wnid = entry.split("/")[1]
+            if wnid != current:
+                _finish(journal, current, problems, preparer)
+                current, problems = wnid, len(preparer.report.problems)
+            if not journal.done(entry):
+                preparer.take(entry, handle, None)
+    except UNREADABLE as error:  # reading an image of `current`'s class tar
+        raise unreadable(path, error, IMAGENET_PAGE,
+                         f"{current}.tar" if current else None) from None
     _finish(journal, current, problems, preparer)
     label = {w: i for i, w in enumerate(wnids)}
     kept = set(chosen)
-    ids = tuple(sorted(e for e in journal.sizes
-                       if e.startswith("train/") and e.split("/")[1] in kept))
+    ids = tuple(sorted(e for e in journal.sizes if e.startswith("train/")
+                       and e.split("/")[1] in kept and journal.done(e)))
+    found = {i.split("/")[1] for i in ids}
+    preparer.report.problems.extend(
+        f"{path}: {w}.tar gave no sound n########_*.JPEG image; download it again from "
+        f"{IMAGENET_PAGE}" for w in chosen if w not in found)
     return SplitMetadata("train", path, ids, {i: label[i.split("/")[1]] for i in ids}, {})
 
 

@@ -101,10 +101,18 @@ def uri_problem(data_root: str) -> str | None:
     if "://" not in data_root:
         return None
     parts = urlsplit(data_root)
+    # Shown without a user part, query or fragment: any of them may hold a key or a secret.
+    user, _, host = parts.netloc.rpartition("@")
+    shown = f"{parts.scheme}://{'***@' if user else ''}{host}{parts.path}" + \
+        ("?***" if parts.query or parts.fragment else "")
+    if user:
+        return (f"{shown!r} holds credentials, which a search would log and save: leave them "
+                "out; S3 takes them from the AWS credential chain ($AWS_ACCESS_KEY_ID and "
+                "$AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)")
     if parts.scheme != "s3":
-        return f"{data_root!r}: only s3:// URIs (a `wsol data shard` prefix) or folders"
-    if not parts.netloc or parts.query or parts.fragment:
-        return f"{data_root!r} is not s3://bucket/prefix"
+        return f"{shown!r}: only s3:// URIs (a `wsol data shard` prefix) or folders"
+    if not host or parts.query or parts.fragment:
+        return f"{shown!r} is not s3://bucket/prefix"
     return None
 
 
@@ -202,7 +210,7 @@ def parse_index(data: bytes, source: str) -> ShardIndex:
             raise ShardIndexError(f"larger than {MAX_INDEX_BYTES} bytes")
         try:
             raw = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except ValueError as error:  # bad UTF-8 or JSON, or an integer too long to convert
             raise ShardIndexError(f"not JSON: {error}") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ShardIndexError(f"format: not {FORMAT!r}")
@@ -273,13 +281,22 @@ def _write_tar(data_root: Path, files: list[str], target: Path) -> dict[str, tup
     """One shard; path -> (offset of its bytes, size), read back from the written tar."""
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
         for relative in files:
-            info = tar.gettarinfo(str(data_root / relative), arcname=relative)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
+            # A regular file of the open file's size (fstat), never tar.gettarinfo's link
+            # entry: it lstats the path, and makes a second hard link to an inode a 0-byte
+            # LNKTYPE; a symlinked image is packed as its bytes too.
             with (data_root / relative).open("rb") as handle:
+                status = os.fstat(handle.fileno())
+                info = tarfile.TarInfo(relative)
+                info.size, info.mtime, info.mode = status.st_size, int(status.st_mtime), 0o644
                 tar.addfile(info, handle)
     with tarfile.open(target, "r") as tar:
-        return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+        members = tar.getmembers()
+    for member in members:
+        size = (data_root / member.name).stat().st_size
+        if not member.isreg() or member.size != size:
+            raise ValueError(f"{target}: {member.name} packed as {member.size} bytes of type "
+                             f"{member.type!r}, the file has {size}: was it changed meanwhile?")
+    return {m.name: (m.offset_data, m.size) for m in members}
 
 
 def _sha256(path: Path) -> str:

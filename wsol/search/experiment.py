@@ -90,13 +90,13 @@ class Scheduler:
     type: Literal["asha", "fifo"] = "asha"
     grace_period: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 2
     reduction_factor: Annotated[float, finite(above=1, high=100)] = 2.0
-    # Pairs train for their own recipes' epochs (each pair's ASHA stops at them: max_t). Where
-    # the rungs lie: "epochs": at grace_period, grace_period * reduction_factor, ... epochs for
-    # every pair; "fraction": grace_period counts epochs of the pair with the fewest and is
-    # scaled to each pair's epochs, so every pair's rungs lie at the same fractions of its
-    # schedule (MinMaxCAM's 200 epochs are judged first at 200/70 times BGC's first rung).
-    # Equal for all pairs either way: the number of trials (trials_per_pair); see
-    # wsol.search.pair_spaces.pair_rungs.
+    # Pairs train for their own recipes' epochs (each pair's ASHA stops at them: max_t). The
+    # first rung comes after a method's warm-up or first phase (BGC's warm, the weight map's
+    # classifier_epochs), then: "epochs": grace_period epochs later for every pair;
+    # "fraction": grace_period counts epochs of the shortest span after those phases and is
+    # scaled to each pair's span, so every pair is first judged at the same fraction of its
+    # full-objective training. Equal for all pairs either way: the number of trials
+    # (trials_per_pair); see wsol.search.pair_spaces.pair_rungs.
     rungs: Literal["epochs", "fraction"] = "fraction"
 
 
@@ -178,16 +178,22 @@ class Experiment:
     def metadata_dir(self) -> Path:
         """metadata_root; else the bundled metadata of a known benchmark, unless it has no
         train list and `wsol data prepare` wrote one beside the data (ILSVRC: its train list
-        is built from the user's train tar); else <data_root>/metadata."""
+        is built from the user's train tar); else <data_root>/metadata. An s3:// data_root
+        has no folder beside it: a known benchmark's bundled metadata, else metadata_root."""
         if self.metadata_root:
             return Path(expand(self.metadata_root)).resolve()
-        beside = Path(expand(self.data_root)).resolve() / "metadata"
+        data_root = expand(self.data_root)
+        beside = None if is_uri(data_root) else Path(data_root).resolve() / "metadata"
         known = bundled_name(self.dataset)
         if known is None:
+            if beside is None:
+                raise ConfigError(f"{self.name}: metadata_root: required when data_root is a "
+                                  "URI (no metadata folder beside it)")
             return beside
         bundled = bundled_metadata(known)
         train_list = Path("train", "image_ids.txt")
-        if not (bundled / train_list).is_file() and (beside / train_list).is_file():
+        if (beside is not None and not (bundled / train_list).is_file()
+                and (beside / train_list).is_file()):
             return beside
         return bundled
 

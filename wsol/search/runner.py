@@ -36,7 +36,7 @@ from wsol.common.tracking_store import (
     ui_url,
 )
 from wsol.data.manifest import data_problem
-from wsol.data.shards import index_problem, is_shard_uri
+from wsol.data.shards import index_problem, is_shard_uri, missing_split
 from wsol.data.synthetic import PRESETS, ensure_generated, mismatch
 from wsol.search.experiment import Experiment
 from wsol.search.pair_spaces import load_spaces, pair_epochs
@@ -128,8 +128,10 @@ def run_search(experiment: Experiment, restore: bool = False,
 def refuse_secrets(experiment: Experiment) -> None:
     """A tracking URI or storage path with credentials in it is refused before anything
     runs (data, Ray, a run): the search would log it, print it and pickle it into its Ray
-    state (CredentialsInURI says where the credentials go instead)."""
+    state (CredentialsInURI says where the credentials go instead). data_root too: the
+    trials get it in their config."""
     refuse_credentials(experiment.storage_path, "storage_path")
+    refuse_credentials(experiment.data_root, "data_root")
     tracking_uri(experiment.tracking_uri)
 
 
@@ -161,7 +163,7 @@ def ray_address(configured: str | None) -> str | None:
     """Without --address (or $RAY_ADDRESS, which `ray job submit` sets) a search starts its
     own Ray: ray.init(address=None) would join any cluster already running on the machine,
     such as a colleague's on a shared node."""
-    if configured is None and "RAY_ADDRESS" not in os.environ:
+    if configured is None and not os.environ.get("RAY_ADDRESS"):  # Ray reads "" as unset
         return "local"
     return configured
 
@@ -227,7 +229,15 @@ def prepare_data(experiment: Experiment) -> None:
     keeping the data, when it is stale. Any other data must already match its metadata:
     else the search stops here, before Ray starts, saying how to prepare it."""
     if is_shard_uri(experiment.data_root):  # the trials' nodes fetch it; check its index
-        problem = index_problem(expand(experiment.data_root))
+        uri = expand(experiment.data_root)
+        metadata = experiment.metadata_dir()
+        # The shards hold the splits their metadata lists: the trials must read such metadata.
+        missing = missing_split(metadata)
+        if missing:
+            raise ConfigError(f"{experiment.name}: {missing} (the trials on the shards at {uri} "
+                              f"read {metadata}: set metadata_root to the one `wsol data "
+                              "shard` packed them from)")
+        problem = index_problem(uri)
         if problem:
             raise ConfigError(f"{experiment.name}: {problem}")
         return
