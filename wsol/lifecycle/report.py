@@ -116,7 +116,7 @@ def table(results: list[PairResult]) -> tuple[list[str], list[list[str]]]:
                 header += [f"{d} {metric} ({split})",
                            f"{d} {metric} ({split}) vs {baseline_name}"]
             if metric in minmax[d]:
-                header += [f"{d} {metric} ({split}, min-max)" for split in SPLITS]
+                header += [f"{d} {metric} min-max ({split})" for split in SPLITS]
     by_pair = {r.pair: r for r in results}
     rows = []
     for method, backbone in dict.fromkeys((r.pair.method, r.pair.backbone) for r in results):
@@ -329,7 +329,7 @@ def published_section(results: list[PairResult], out: Path) -> Section:
     """Each row's min-max test number beside every number a paper publishes for the same
     dataset, method, backbone and metric, with its source (published.csv/.tex too)."""
     entries = list(published.load_published())
-    header = ["dataset", "method", "backbone", "metric", "published (test, min-max)",
+    header = ["dataset", "method", "backbone", "metric", "published min-max (test)",
               "test (min-max)", "test (min-max) - published", "train-fullsup (min-max)",
               "test (selected normalisation)", "source"]
     rows = []
